@@ -1,0 +1,219 @@
+"""Checkpoint layouts: openpi PyTorch, LeRobot, openpi JAX (Orbax) — key coverage, round trips, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tests.models.helpers import make_batch, randomized_policy
+from vla.models import build_policy
+from vla.models import weights as W
+
+PALI, EXPERT = W.PALI, W.EXPERT
+SIG = PALI + "vision_tower.vision_model."
+
+
+def openpi_pt_keys(pi05: bool) -> dict[str, tuple]:
+    """Every key of openpi's PI0Pytorch state dict with its shape, written out from spec §6.2 (less the two LM heads,
+    which are tied / unused and never exported)."""
+    k: dict[str, tuple] = {
+        SIG + "embeddings.patch_embedding.weight": (1152, 3, 14, 14), SIG + "embeddings.patch_embedding.bias": (1152,),
+        SIG + "embeddings.position_embedding.weight": (256, 1152),
+        SIG + "post_layernorm.weight": (1152,), SIG + "post_layernorm.bias": (1152,),
+        PALI + "multi_modal_projector.linear.weight": (2048, 1152), PALI + "multi_modal_projector.linear.bias": (2048,),
+        PALI + "language_model.embed_tokens.weight": (257152, 2048), PALI + "language_model.norm.weight": (2048,),
+        "action_in_proj.weight": (1024, 32), "action_in_proj.bias": (1024,),
+        "action_out_proj.weight": (32, 1024), "action_out_proj.bias": (32,),
+    }
+    for i in range(27):
+        p = f"{SIG}encoder.layers.{i}."
+        for n in ("layer_norm1", "layer_norm2"):
+            k[p + n + ".weight"], k[p + n + ".bias"] = (1152,), (1152,)
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            k[p + f"self_attn.{n}.weight"], k[p + f"self_attn.{n}.bias"] = (1152, 1152), (1152,)
+        k[p + "mlp.fc1.weight"], k[p + "mlp.fc1.bias"] = (4304, 1152), (4304,)
+        k[p + "mlp.fc2.weight"], k[p + "mlp.fc2.bias"] = (1152, 4304), (1152,)
+    for base, d, f in ((PALI + "language_model.", 2048, 16384), (EXPERT, 1024, 4096)):
+        for i in range(18):
+            p = f"{base}layers.{i}."
+            k[p + "self_attn.q_proj.weight"] = (2048, d)
+            k[p + "self_attn.k_proj.weight"] = k[p + "self_attn.v_proj.weight"] = (256, d)
+            k[p + "self_attn.o_proj.weight"] = (d, 2048)
+            k[p + "mlp.gate_proj.weight"] = k[p + "mlp.up_proj.weight"] = (f, d)
+            k[p + "mlp.down_proj.weight"] = (d, f)
+            for n in ("input_layernorm", "post_attention_layernorm"):
+                if base == EXPERT and pi05:
+                    k[p + n + ".dense.weight"], k[p + n + ".dense.bias"] = (3072, 1024), (3072,)
+                else:
+                    k[p + n + ".weight"] = (d,)
+    if pi05:
+        k[EXPERT + "norm.dense.weight"], k[EXPERT + "norm.dense.bias"] = (3072, 1024), (3072,)
+        for n in ("time_mlp_in", "time_mlp_out"):
+            k[n + ".weight"], k[n + ".bias"] = (1024, 1024), (1024,)
+    else:
+        k[EXPERT + "norm.weight"] = (1024,)
+        k["state_proj.weight"], k["state_proj.bias"] = (1024, 32), (1024,)
+        k["action_time_mlp_in.weight"], k["action_time_mlp_in.bias"] = (1024, 2048), (1024,)
+        k["action_time_mlp_out.weight"], k["action_time_mlp_out.bias"] = (1024, 1024), (1024,)
+    return k
+
+
+def jax_param_shapes(pi05: bool) -> dict[str, tuple]:
+    """openpi's JAX `params` tree (spec §6.1), flat paths and shapes."""
+    img, enc, llm = "PaliGemma/img/", "PaliGemma/img/Transformer/encoderblock/", "PaliGemma/llm/"
+    s = {
+        img + "embedding/kernel": (14, 14, 3, 1152), img + "embedding/bias": (1152,), img + "pos_embedding": (1, 256, 1152),
+        img + "Transformer/encoder_norm/scale": (1152,), img + "Transformer/encoder_norm/bias": (1152,),
+        img + "head/kernel": (1152, 2048), img + "head/bias": (2048,),
+        llm + "embedder/input_embedding": (257152, 2048), llm + "final_norm/scale": (2048,),
+        "action_in_proj/kernel": (32, 1024), "action_in_proj/bias": (1024,),
+        "action_out_proj/kernel": (1024, 32), "action_out_proj/bias": (32,),
+    }
+    for n in ("LayerNorm_0", "LayerNorm_1"):
+        s[enc + n + "/scale"] = s[enc + n + "/bias"] = (27, 1152)
+    for n in ("query", "key", "value"):
+        s[enc + f"MultiHeadDotProductAttention_0/{n}/kernel"] = (27, 1152, 16, 72)
+        s[enc + f"MultiHeadDotProductAttention_0/{n}/bias"] = (27, 16, 72)
+    s[enc + "MultiHeadDotProductAttention_0/out/kernel"] = (27, 16, 72, 1152)
+    s[enc + "MultiHeadDotProductAttention_0/out/bias"] = (27, 1152)
+    s[enc + "MlpBlock_0/Dense_0/kernel"], s[enc + "MlpBlock_0/Dense_0/bias"] = (27, 1152, 4304), (27, 4304)
+    s[enc + "MlpBlock_0/Dense_1/kernel"], s[enc + "MlpBlock_0/Dense_1/bias"] = (27, 4304, 1152), (27, 1152)
+    for sfx, d, f in (("", 2048, 16384), ("_1", 1024, 4096)):
+        L = llm + "layers/"
+        s[f"{L}attn/q_einsum{sfx}/w"] = (18, 8, d, 256)
+        s[f"{L}attn/kv_einsum{sfx}/w"] = (18, 2, 1, d, 256)
+        s[f"{L}attn/attn_vec_einsum{sfx}/w"] = (18, 8, 256, d)
+        s[f"{L}mlp{sfx}/gating_einsum"] = (18, 2, d, f)
+        s[f"{L}mlp{sfx}/linear"] = (18, f, d)
+        for n in ("pre_attention_norm", "pre_ffw_norm"):
+            if sfx and pi05:
+                s[f"{L}{n}{sfx}/Dense_0/kernel"], s[f"{L}{n}{sfx}/Dense_0/bias"] = (18, 1024, 3072), (18, 3072)
+            else:
+                s[f"{L}{n}{sfx}/scale"] = (18, d)
+    if pi05:
+        s[llm + "final_norm_1/Dense_0/kernel"], s[llm + "final_norm_1/Dense_0/bias"] = (1024, 3072), (3072,)
+        for n in ("time_mlp_in", "time_mlp_out"):
+            s[n + "/kernel"], s[n + "/bias"] = (1024, 1024), (1024,)
+    else:
+        s[llm + "final_norm_1/scale"] = (1024,)
+        s["state_proj/kernel"], s["state_proj/bias"] = (32, 1024), (1024,)
+        s["action_time_mlp_in/kernel"], s["action_time_mlp_in/bias"] = (2048, 1024), (1024,)
+        s["action_time_mlp_out/kernel"], s["action_time_mlp_out/bias"] = (1024, 1024), (1024,)
+    return s
+
+
+@pytest.mark.parametrize("name,pi05,num_keys", [("pi05", True, 811), ("pi0", False, 776)])
+def test_export_covers_every_openpi_key_with_its_shape(name, pi05, num_keys):
+    with torch.device("meta"):
+        policy = build_policy(name)
+    exported = {k: tuple(v.shape) for k, v in W.to_openpi(policy.state_dict()).items()}
+    expected = openpi_pt_keys(pi05)
+    assert len(expected) == num_keys  # spec §6.2: 813 / 778 keys, less the two LM heads
+    assert exported == expected
+
+
+@pytest.mark.parametrize("name,pi05", [("pi05", True), ("pi0", False)])
+def test_full_size_jax_tree_maps_onto_every_key(name, pi05):
+    """The JAX mapping on the real full-size layout (zero-stride stand-ins, nothing allocated)."""
+    with torch.device("meta"):
+        policy = build_policy(name)
+    flat = {k: np.broadcast_to(np.float32(0), shape) for k, shape in jax_param_shapes(pi05).items()}
+    mapped = {k: tuple(v.shape) for k, v in W.jax_to_openpi(flat, policy.cfg).items()}
+    assert mapped == openpi_pt_keys(pi05)
+    assert W.detect_variant(flat) == name
+
+
+def _outputs(policy, batch):
+    noise = torch.randn(batch["actions"].shape, generator=torch.Generator().manual_seed(7))
+    return policy.compute_loss(batch, noise, torch.tensor([0.3, 0.6])), policy.sample_actions(batch, noise=noise)
+
+
+@pytest.mark.parametrize("name", ["pi05_tiny", "pi0_tiny"])
+@pytest.mark.parametrize("layout", ["openpi", "lerobot", "jax"])
+def test_round_trip_is_bit_identical(name, layout, tmp_path):
+    policy = randomized_policy(name, seed=1)
+    if layout == "jax":
+        W.save_jax_params(W.openpi_to_jax(W.to_openpi(policy.state_dict()), policy.cfg), tmp_path / "params")
+    else:
+        W.save_openpi(policy.state_dict(), tmp_path / "model.safetensors", lerobot=layout == "lerobot")
+        keys = list(load_file(str(tmp_path / "model.safetensors")))
+        assert all(k.startswith("model.") for k in keys) == (layout == "lerobot")
+    loaded = build_policy(name).eval()
+    W.load_pretrained(loaded, tmp_path)
+    for key, value in policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    batch = make_batch(policy.cfg)
+    for a, b in zip(_outputs(policy, batch), _outputs(loaded, batch)):
+        assert torch.equal(a, b)
+
+
+@pytest.fixture()
+def saved_tiny(tmp_path):
+    policy = randomized_policy("pi05_tiny")
+    state = W.to_openpi(policy.state_dict())
+    return policy, state, tmp_path / "model.safetensors"
+
+
+def test_missing_key_is_named(saved_tiny):
+    policy, state, path = saved_tiny
+    gone = f"{EXPERT}layers.1.mlp.up_proj.weight"
+    save_file({k: v for k, v in state.items() if k != gone}, str(path))
+    with pytest.raises(W.CheckpointError, match=rf"model.safetensors: missing keys \['{gone}'\]"):
+        W.load_pretrained(build_policy("pi05_tiny"), path)
+
+
+def test_unexpected_key_is_named_but_lm_heads_are_ignored(saved_tiny):
+    policy, state, path = saved_tiny
+    extra = dict(state, **{"paligemma_with_expert.gemma_expert.lm_head.weight": torch.zeros(3, 2)})
+    save_file(extra, str(path))
+    W.load_pretrained(build_policy("pi05_tiny"), path)  # the expert's unused LM head is fine
+    save_file(dict(state, bogus_proj=torch.zeros(2)), str(path))
+    with pytest.raises(W.CheckpointError, match=r"unexpected keys \['bogus_proj'\]"):
+        W.load_pretrained(build_policy("pi05_tiny"), path)
+
+
+def test_misshaped_key_is_named(saved_tiny):
+    policy, state, path = saved_tiny
+    state = dict(state, **{"action_out_proj.weight": torch.zeros(31, 32)})
+    save_file(state, str(path))
+    with pytest.raises(W.CheckpointError, match=r"shape mismatch at action_out_proj.weight: expected \(32, 32\), found \(31, 32\)"):
+        W.load_pretrained(build_policy("pi05_tiny"), path)
+
+
+def test_tied_embedding_saved_under_lm_head_name(saved_tiny):
+    policy, state, path = saved_tiny
+    embed = state.pop(f"{PALI}language_model.embed_tokens.weight")
+    save_file(dict(state, **{W.PALI_LM_HEAD: embed}), str(path))
+    loaded = build_policy("pi05_tiny")
+    W.load_pretrained(loaded, path)
+    assert torch.equal(loaded.transformer.embed_tokens.weight, embed)
+
+
+def test_variant_detected_from_keys_not_path(tmp_path):
+    pi0 = randomized_policy("pi0_tiny")
+    target = tmp_path / "pi05_checkpoint_named_misleadingly"
+    target.mkdir()
+    W.save_openpi(pi0.state_dict(), target / "model.safetensors")
+    with pytest.raises(W.CheckpointError, match="holds a pi0 model but the config builds pi05"):
+        W.load_pretrained(build_policy("pi05_tiny"), target)
+
+
+def test_truncated_file_and_empty_dir_fail_clearly(saved_tiny, tmp_path):
+    policy, state, path = saved_tiny
+    save_file(state, str(path))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(W.CheckpointError, match="not a readable safetensors file"):
+        W.load_pretrained(build_policy("pi05_tiny"), path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(W.CheckpointError, match="no model.safetensors, params/ or Orbax checkpoint"):
+        W.load_pretrained(build_policy("pi05_tiny"), empty)
+
+
+def test_jax_nnx_value_suffix_is_stripped(tmp_path):
+    policy = randomized_policy("pi05_tiny")
+    flat = W.openpi_to_jax(W.to_openpi(policy.state_dict()), policy.cfg)
+    W.save_jax_params({k + "/value": v for k, v in flat.items()}, tmp_path / "params")
+    loaded = build_policy("pi05_tiny")
+    W.load_pretrained(loaded, tmp_path)
+    assert torch.equal(loaded.action_in_proj.weight, policy.action_in_proj.weight)

@@ -1,0 +1,103 @@
+"""PaliGemma SentencePiece prompt tokenizer, exactly as openpi's `PaligemmaTokenizer` (spec §7, P18, P19).
+
+Two prompt formats:
+  * Pi0 (and Pi0.5 with `discrete_state=False`):  BOS + pieces(cleaned) + pieces("\n")
+  * Pi0.5 with discrete state:  BOS + pieces(f"Task: {cleaned}, State: {s0 s1 ...};\nAction: ")
+Right-padded with id 0 to `max_len`; mask True on real tokens; too-long prompts are truncated with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import sentencepiece
+
+log = logging.getLogger(__name__)
+
+PAD_ID = 0
+
+
+def clean_prompt(prompt: str) -> str:
+    # openpi: strip, underscores to spaces, newlines to spaces; no lower-casing for Pi0/Pi0.5.
+    return prompt.strip().replace("_", " ").replace("\n", " ")
+
+
+def discretize_state(state: np.ndarray) -> np.ndarray:
+    """P19: 256 bins over [-1, 1]; values below -1 give -1 (openpi does not clip)."""
+    bins = np.linspace(-1.0, 1.0, 256 + 1)[:-1]
+    return np.digitize(state, bins=bins) - 1
+
+
+class PromptTokenizer:
+    def __init__(self, model_path: str | Path, max_len: int, discrete_state: bool = False):
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise FileNotFoundError(f"tokenizer model not found: {model_path} (expected a SentencePiece .model file)")
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_path))
+        self.max_len = max_len
+        self.discrete_state = discrete_state
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, prompt: str, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (tokens int32 [max_len], mask bool [max_len]). `state` is the *normalized*, unpadded state."""
+        cleaned = clean_prompt(prompt)
+        if self.discrete_state:
+            if state is None:
+                raise ValueError("discrete_state=True needs the normalized state to build the Pi0.5 prompt")
+            digits = " ".join(map(str, discretize_state(np.asarray(state)).tolist()))
+            ids = self.sp.encode(f"Task: {cleaned}, State: {digits};\nAction: ", add_bos=True)
+        else:
+            ids = self.sp.encode(cleaned, add_bos=True) + self.sp.encode("\n")
+        n = len(ids)
+        if n > self.max_len:
+            log.warning("prompt of %d tokens truncated to max_len=%d: %r", n, self.max_len, cleaned)
+            ids, n = ids[: self.max_len], self.max_len
+        tokens = np.full(self.max_len, PAD_ID, dtype=np.int32)
+        tokens[:n] = ids
+        mask = np.zeros(self.max_len, dtype=bool)
+        mask[:n] = True
+        return tokens, mask
+
+
+def train_tiny_tokenizer(out_path: str | Path, prompts: list[str], vocab_size: int = 512) -> Path:
+    """Train a small SentencePiece model with PaliGemma's special ids (pad 0, eos 1, bos 2, unk 3).
+
+    For tests and the CPU default only: real runs use the PaliGemma tokenizer file (`model.tokenizer=`).
+    The corpus covers both prompt formats, so state digits and the "Task:/State:/Action:" scaffold tokenize compactly.
+    """
+    import io
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for p in prompts:
+        lines.append(clean_prompt(p))
+        for k in range(0, 256, 7):
+            lines.append(f"Task: {clean_prompt(p)}, State: {k} {255 - k} {(k * 3) % 256} -1;\nAction: ")
+    lines += [" ".join(str(i) for i in range(j, j + 16)) for j in range(-1, 256, 16)]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines * 4),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        character_coverage=1.0,
+        byte_fallback=True,
+        split_digits=False,
+        remove_extra_whitespaces=False,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_bytes(model.getvalue())
+    tmp.replace(out_path)
+    return out_path

@@ -1,0 +1,204 @@
+"""The joint two-expert Gemma transformer of Pi0/Pi0.5 (spec §1.2, §2.4, §2.5).
+
+Expert 0 is PaliGemma's language model (prefix: image + text tokens); expert 1 is the action expert (suffix: state and
+noisy-action tokens). Every layer runs both experts with their own weights and ONE attention over the concatenated
+sequence [prefix | suffix]. A `JointLayer` holds layer i of both experts and does all of that in its `forward`, so it is
+the unit that FSDP shards and activation checkpointing recomputes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vla.models.config import GemmaConfig
+
+
+class RMSNorm(nn.Module):
+    """P1: x * rsqrt(mean(x^2) + eps) * (1 + w), statistics in float32, result in the input dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * (1.0 + self.weight.float())).to(x.dtype), None
+
+
+class AdaRMSNorm(nn.Module):
+    """P2: Pi0.5's adaptive RMSNorm. A zero-initialised Linear maps the time condition to [scale, shift, gate];
+    the gate multiplies the residual branch (raw, no sigmoid)."""
+
+    def __init__(self, dim: int, cond_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.dense = nn.Linear(cond_dim, 3 * dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        scale_BD, shift_BD, gate_BD = self.dense(cond.to(self.dense.weight.dtype)).float()[:, None, :].chunk(3, dim=-1)
+        out = normed * (1.0 + scale_BD) + shift_BD
+        return out.to(x.dtype), gate_BD.to(x.dtype)
+
+
+def rope(x_BTNH: torch.Tensor, positions_BT: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
+    """P8: rotate-half RoPE, timescale_i = base^(2i/H); angles and products in float32, result in x's dtype."""
+    half = x_BTNH.shape[-1] // 2
+    timescale = base ** (2.0 * torch.arange(half, device=x_BTNH.device, dtype=torch.float32) / x_BTNH.shape[-1])
+    angle_BTH = positions_BT.float()[..., None] / timescale
+    sin, cos = torch.sin(angle_BTH)[:, :, None, :], torch.cos(angle_BTH)[:, :, None, :]
+    x1, x2 = x_BTNH.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x_BTNH.dtype)
+
+
+class ExpertBlock(nn.Module):
+    """Weights of one expert in one layer: pre-attention norm, q/k/v/o projections, pre-FFW norm, GeGLU MLP.
+    Its computation lives in JointLayer.forward because attention spans both experts."""
+
+    def __init__(self, cfg: GemmaConfig, adaptive_cond_dim: int | None):
+        super().__init__()
+        d, n, k, h = cfg.width, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        norm = (lambda: AdaRMSNorm(d, adaptive_cond_dim)) if adaptive_cond_dim else (lambda: RMSNorm(d))
+        self.attn_norm = norm()
+        self.q_proj = nn.Linear(d, n * h, bias=False)
+        self.k_proj = nn.Linear(d, k * h, bias=False)
+        self.v_proj = nn.Linear(d, k * h, bias=False)
+        self.o_proj = nn.Linear(n * h, d, bias=False)
+        self.mlp_norm = norm()
+        self.gate_proj = nn.Linear(d, cfg.mlp_dim, bias=False)
+        self.up_proj = nn.Linear(d, cfg.mlp_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_dim, d, bias=False)
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        # P6: GeGLU with the tanh approximation of GELU.
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+
+
+def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return x + y if gate is None else x + y * gate
+
+
+class JointLayer(nn.Module):
+    """Layer i of both experts. `forward` takes the hidden states of the experts present in this pass (None for an
+    absent one: the prefix-only pass at inference, or the suffix-only denoising steps that read the cached prefix)."""
+
+    def __init__(self, vlm: GemmaConfig, expert: GemmaConfig, adaptive_cond_dim: int | None):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = vlm.num_heads, vlm.num_kv_heads, vlm.head_dim
+        self.experts = nn.ModuleList([ExpertBlock(vlm, None), ExpertBlock(expert, adaptive_cond_dim)])
+
+    def forward(
+        self,
+        hidden: list[torch.Tensor | None],
+        positions_BT: torch.Tensor,
+        mask_BTS: torch.Tensor,
+        adarms_cond: torch.Tensor | None = None,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        skip_prefix_output: bool = False,
+    ) -> tuple[list[torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]:
+        """hidden: [prefix (B,Tp,D0) | None, suffix (B,Ts,D1) | None]; positions (B, Tp+Ts) for the present tokens;
+        mask (B, T, S) with S = cached + present keys. Returns the new hidden states and this pass's (k, v) post-RoPE.
+        skip_prefix_output: the caller discards the prefix output of this layer (the last layer), so only the prefix
+        K/V are computed: no prefix queries, attention rows, output projection or MLP."""
+        conds = [None, adarms_cond]
+        skip = [skip_prefix_output, False]
+        qs, ks, vs, gates, q_lengths, q_positions = [], [], [], [], [], []
+        offset = 0
+        for e, (blk, x, cond) in enumerate(zip(self.experts, hidden, conds)):
+            if x is None:
+                gates.append(None)
+                continue
+            B, T, _ = x.shape
+            h, gate = blk.attn_norm(x, cond)
+            ks.append(blk.k_proj(h).view(B, T, self.num_kv_heads, self.head_dim))
+            vs.append(blk.v_proj(h).view(B, T, self.num_kv_heads, self.head_dim))
+            gates.append(gate)
+            if not skip[e]:  # queries only for tokens whose output is used
+                qs.append(blk.q_proj(h).view(B, T, self.num_heads, self.head_dim))
+                q_lengths.append(T)
+                q_positions.append(positions_BT[:, offset:offset + T])
+            offset += T
+        # P11: one attention over the concatenated sequence; P8: RoPE with the shared global positions.
+        k = rope(torch.cat(ks, dim=1), positions_BT)
+        v = torch.cat(vs, dim=1)
+        new_kv = (k, v)
+        if not qs:  # prefix-only pass through the last layer: only its K/V are needed
+            return [None, None], new_kv
+        q = rope(torch.cat(qs, dim=1), torch.cat(q_positions, dim=1))
+        if kv_cache is not None:
+            k = torch.cat([kv_cache[0], k], dim=1)
+            v = torch.cat([kv_cache[1], v], dim=1)
+        if skip_prefix_output and hidden[0] is not None:
+            mask_BTS = mask_BTS[:, hidden[0].shape[1]:]
+        # P7: MQA, q scaled by head_dim^-0.5, no soft-capping, softmax in float32 inside SDPA.
+        # A fully masked query row (padding token) would give NaN with a boolean mask; let it attend everywhere instead,
+        # as openpi's finite mask value does. Such rows are never read by a valid token.
+        mask_BTS = mask_BTS | ~mask_BTS.any(dim=-1, keepdim=True)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+            attn_mask=mask_BTS[:, None], enable_gqa=self.num_heads != self.num_kv_heads,
+        ).transpose(1, 2)
+        outs = iter(out.split(q_lengths, dim=1))
+
+        new_hidden: list[torch.Tensor | None] = []
+        for e, (blk, x, cond, gate) in enumerate(zip(self.experts, hidden, conds, gates)):
+            if x is None or skip[e]:
+                new_hidden.append(None)
+                continue
+            attn = next(outs).reshape(x.shape[0], x.shape[1], -1)
+            x = gated_residual(x, blk.o_proj(attn), gate)
+            h, gate = blk.mlp_norm(x, cond)
+            new_hidden.append(gated_residual(x, blk.mlp(h), gate))
+        return new_hidden, new_kv
+
+
+class JointTransformer(nn.Module):
+    """Token embedding (expert 0 only), `depth` joint layers, and one final norm per expert."""
+
+    def __init__(self, vlm: GemmaConfig, expert: GemmaConfig, vocab_size: int, adaptive: bool):
+        super().__init__()
+        for name in ("depth", "num_heads", "num_kv_heads", "head_dim"):  # spec §1.2: experts share these
+            if getattr(vlm, name) != getattr(expert, name):
+                raise ValueError(f"model config: vlm.{name}={getattr(vlm, name)} != expert.{name}={getattr(expert, name)}")
+        cond_dim = expert.width if adaptive else None
+        self.vlm_width = vlm.width
+        self.embed_tokens = nn.Embedding(vocab_size, vlm.width)
+        self.layers = nn.ModuleList([JointLayer(vlm, expert, cond_dim) for _ in range(vlm.depth)])
+        self.vlm_norm = RMSNorm(vlm.width)  # exists in the checkpoints; the prefix output it would norm is discarded
+        self.expert_norm = AdaRMSNorm(expert.width, cond_dim) if adaptive else RMSNorm(expert.width)
+
+    def embed(self, tokens_BL: torch.Tensor) -> torch.Tensor:
+        # P4: only language tokens are scaled by sqrt(width).
+        return self.embed_tokens(tokens_BL) * math.sqrt(self.vlm_width)
+
+    def forward(
+        self,
+        prefix: torch.Tensor | None,
+        suffix: torch.Tensor | None,
+        positions_BT: torch.Tensor,
+        mask_BTS: torch.Tensor,
+        adarms_cond: torch.Tensor | None = None,
+        kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        return_kv: bool = False,
+    ) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """Returns the normed suffix output (None in a prefix-only pass) and, if asked, the per-layer (k, v)."""
+        hidden: list[torch.Tensor | None] = [prefix, suffix]
+        cache_out = [] if return_kv else None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            hidden, kv = layer(
+                hidden, positions_BT, mask_BTS, adarms_cond,
+                kv_cache=None if kv_cache is None else kv_cache[i],
+                skip_prefix_output=i == last,
+            )
+            if cache_out is not None:
+                cache_out.append(kv)
+        out = None if hidden[1] is None else self.expert_norm(hidden[1], adarms_cond)[0]
+        return out, cache_out

@@ -1,0 +1,211 @@
+"""Pi0 / Pi0.5 flow-matching policy (spec §2, §3): prefix = images + language through the VLM expert, suffix =
+(state +) noisy actions through the action expert, one joint transformer; loss and Euler sampling with a prefix KV cache.
+
+Model batch (produced by vla.data.transforms, identical in training and evaluation):
+  images       {camera: uint8 (B,3,224,224) or float in [-1,1]}  cameras absent from the dict are skipped (see below)
+  image_masks  {camera: bool (B,)}
+  tokens       int (B,L);  token_mask bool (B,L)
+  state        float (B,32) normalized, zero-padded  (read by Pi0 only; Pi0.5 sees state as prompt tokens, if at all)
+  actions      float (B,H,32) normalized, zero-padded  (compute_loss only)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vla.models.config import PolicyConfig
+from vla.models.gemma import AdaRMSNorm, JointTransformer, RMSNorm
+from vla.models.siglip import ImageEncoder
+
+
+def make_attn_mask(input_mask_BN: torch.Tensor, ar_mask_BN: torch.Tensor) -> torch.Tensor:
+    """P10: token i may attend token j iff block(j) <= block(i) (block = cumsum of ar) and both are valid."""
+    block = torch.cumsum(ar_mask_BN.long(), dim=1)
+    causal = block[:, None, :] <= block[:, :, None]
+    valid = input_mask_BN[:, None, :] & input_mask_BN[:, :, None]
+    return causal & valid
+
+
+def sincos_time_embedding(t_B: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """P12: [sin | cos] of t * 2pi / period, periods log-spaced from min to max. Computed in float32 in the order of
+    openpi's JAX reference (t * (1/period * 2pi)), which reproduces its values to the last bit (spec §8.1); the
+    float64 of openpi's PyTorch port differs by up to 3e-5."""
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32, device=t_B.device)
+    period = min_period * (max_period / min_period) ** fraction
+    arg = t_B.float()[:, None] * (1.0 / period * 2.0 * math.pi)[None, :]
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+def sample_flow_time(batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """P15: t = 0.999 * Beta(1.5, 1) + 0.001, t=1 is noise. Beta(a, 1) has CDF t^a, so t = U^(1/a) samples it exactly
+    with a plain uniform draw (reproducible through a torch.Generator, unlike torch.distributions.Beta)."""
+    u = torch.rand(batch_size, device=device, generator=generator)
+    return u.pow(1.0 / 1.5) * 0.999 + 0.001
+
+
+def _linear(proj: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    # Inputs made here (noise, time embeddings) are float32; under bf16 compute the weights are bf16.
+    return proj(x.to(proj.weight.dtype))
+
+
+class Pi0Policy(nn.Module):
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        self.cfg = cfg
+        width = cfg.expert.width
+        self.image_encoder = ImageEncoder(cfg.vision, cfg.vlm.width)
+        self.transformer = JointTransformer(cfg.vlm, cfg.expert, cfg.vocab_size, adaptive=cfg.pi05)
+        self.action_in_proj = nn.Linear(cfg.action_dim, width)
+        self.action_out_proj = nn.Linear(width, cfg.action_dim)
+        if cfg.pi05:
+            self.time_mlp_in = nn.Linear(width, width)
+            self.time_mlp_out = nn.Linear(width, width)
+        else:
+            self.state_proj = nn.Linear(cfg.action_dim, width)
+            self.action_time_mlp_in = nn.Linear(2 * width, width)
+            self.action_time_mlp_out = nn.Linear(width, width)
+
+    # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """From-scratch init (flax defaults as in openpi): lecun-normal kernels, zero biases, zero norm scales,
+        zero adaRMS modulation (so the expert's residual branches start switched off) and a zero image head."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                fan_in = module.weight[0].numel()
+                nn.init.trunc_normal_(module.weight, std=1.0 / math.sqrt(fan_in), a=-2.0 / math.sqrt(fan_in), b=2.0 / math.sqrt(fan_in))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=1.0 / math.sqrt(module.weight.shape[1]))
+        for module in self.modules():  # a second pass: AdaRMSNorm's `dense` is a Linear visited after its parent
+            if isinstance(module, RMSNorm):
+                nn.init.zeros_(module.weight)
+            elif isinstance(module, AdaRMSNorm):
+                nn.init.zeros_(module.dense.weight)
+                nn.init.zeros_(module.dense.bias)
+        nn.init.zeros_(self.image_encoder.proj.weight)  # openpi head_zeroinit=True
+        for name, buf in self.named_buffers():
+            if name.endswith("position_ids"):  # SigLIP's non-persistent arange buffer (garbage after to_empty)
+                buf.copy_(torch.arange(buf.shape[-1], device=buf.device).expand_as(buf))
+
+    # ------------------------------------------------------------------ embedding
+    def embed_prefix(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image tokens of each camera in cfg.image_keys order, then language tokens; all one bidirectional block.
+
+        A camera missing from batch["images"] contributes no tokens. That is exactly equivalent to encoding zeros with
+        mask False (masked tokens are never attended and do not advance positions) and saves its SigLIP pass."""
+        cams = [k for k in self.cfg.image_keys if k in batch["images"]]
+        images = torch.cat([batch["images"][k] for k in cams], dim=0)  # one SigLIP call for all cameras
+        img_tokens = self.image_encoder(images).chunk(len(cams), dim=0)
+        lang = self.transformer.embed(batch["tokens"].long())
+        B, P = img_tokens[0].shape[:2]
+        tokens = torch.cat([t.to(lang.dtype) for t in img_tokens] + [lang], dim=1)
+        masks = [batch["image_masks"][k].bool()[:, None].expand(B, P) for k in cams] + [batch["token_mask"].bool()]
+        mask = torch.cat(masks, dim=1)
+        ar = torch.zeros_like(mask)
+        return tokens, mask, ar
+
+    def embed_suffix(
+        self, state_BA: torch.Tensor | None, x_t_BHA: torch.Tensor, t_B: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        B, H, _ = x_t_BHA.shape
+        width = self.cfg.expert.width
+        time_emb = sincos_time_embedding(t_B, width)
+        actions = _linear(self.action_in_proj, x_t_BHA)
+        if self.cfg.pi05:
+            # P13: the time condition drives every adaRMSNorm of the expert; action tokens carry no time.
+            cond = F.silu(self.time_mlp_out(F.silu(_linear(self.time_mlp_in, time_emb))))
+            tokens = actions
+            ar = [True] + [False] * (H - 1)
+        else:
+            # P14: state token, then action tokens mixed with time by an MLP.
+            cond = None
+            time_BHD = time_emb[:, None, :].expand(B, H, width).to(actions.dtype)
+            mixed = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([actions, time_BHD], dim=-1))))
+            state = _linear(self.state_proj, state_BA)[:, None, :]
+            tokens = torch.cat([state.to(mixed.dtype), mixed], dim=1)
+            ar = [True, True] + [False] * (H - 1)
+        mask = torch.ones(B, tokens.shape[1], dtype=torch.bool, device=tokens.device)
+        ar_BN = torch.tensor(ar, dtype=torch.bool, device=tokens.device)[None].expand(B, -1)
+        return tokens, mask, ar_BN, cond
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(
+        self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Per-step flow-matching loss (B, H): mean over action dims of (v_t - (noise - actions))^2 (spec §3.1)."""
+        actions = batch["actions"].float()
+        B, H, _ = actions.shape
+        if noise is None:
+            noise = torch.randn_like(actions)
+        if time is None:
+            time = sample_flow_time(B, actions.device)
+        t = time.float()[:, None, None]
+        x_t = t * noise + (1.0 - t) * actions
+        target = noise - actions
+
+        prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
+        suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(batch.get("state"), x_t, time)
+        mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+        attn = make_attn_mask(mask, torch.cat([prefix_ar, suffix_ar], dim=1))
+        positions = torch.cumsum(mask.long(), dim=1) - 1  # P9
+        out, _ = self.transformer(prefix, suffix.to(prefix.dtype), positions, attn, cond)
+        v_t = _linear(self.action_out_proj, out[:, -H:]).float()
+        return (v_t - target).pow(2).mean(dim=-1)
+
+    def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
+        return self.compute_loss(batch, noise, time)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def sample_actions(
+        self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None, use_kv_cache: bool = True
+    ) -> torch.Tensor:
+        """Euler integration of the learned velocity from t=1 (noise) to t=0 (spec §3.2). Returns (B, H, action_dim),
+        normalized. The prefix K/V are computed once and reused for every step, never extended; `use_kv_cache=False`
+        recomputes the whole sequence at every step (the reference the cache is tested against)."""
+        num_steps = num_steps or self.cfg.num_denoise_steps
+        tokens = batch["tokens"]
+        B, H, A = tokens.shape[0], self.cfg.action_horizon, self.cfg.action_dim
+        if noise is None:
+            noise = torch.randn(B, H, A, device=tokens.device)
+        state = batch.get("state")
+
+        prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
+        if use_kv_cache:
+            prefix_positions = torch.cumsum(prefix_mask.long(), dim=1) - 1
+            _, kv_cache = self.transformer(
+                prefix, None, prefix_positions, make_attn_mask(prefix_mask, prefix_ar), return_kv=True
+            )
+            num_valid_prefix = prefix_mask.long().sum(dim=1, keepdim=True)
+
+        x = noise.float()
+        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=x.device)
+        t = torch.tensor(1.0, dtype=torch.float32, device=x.device)
+        for _ in range(num_steps):  # openpi's `while t >= -dt/2` runs exactly num_steps times
+            suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x, t.expand(B))
+            suffix = suffix.to(prefix.dtype)
+            if use_kv_cache:
+                Ts = suffix.shape[1]
+                attn = torch.cat(
+                    [prefix_mask[:, None, :].expand(B, Ts, -1), make_attn_mask(suffix_mask, suffix_ar)], dim=2
+                )
+                positions = num_valid_prefix + torch.cumsum(suffix_mask.long(), dim=1) - 1
+                out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache)
+            else:
+                mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+                attn = make_attn_mask(mask, torch.cat([prefix_ar, suffix_ar], dim=1))
+                positions = torch.cumsum(mask.long(), dim=1) - 1
+                out, _ = self.transformer(prefix, suffix, positions, attn, cond)
+            v_t = _linear(self.action_out_proj, out[:, -H:]).float()
+            x = x + dt * v_t
+            t = t + dt
+        return x
