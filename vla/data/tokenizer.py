@@ -9,6 +9,7 @@ Right-padded with id 0 to `max_len`; mask True on real tokens; too-long prompts 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ class PromptTokenizer:
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_path))
         self.max_len = max_len
         self.discrete_state = discrete_state
+        self.num_truncated = 0
 
     @property
     def vocab_size(self) -> int:
@@ -55,7 +57,10 @@ class PromptTokenizer:
             ids = self.sp.encode(cleaned, add_bos=True) + self.sp.encode("\n")
         n = len(ids)
         if n > self.max_len:
-            log.warning("prompt of %d tokens truncated to max_len=%d: %r", n, self.max_len, cleaned)
+            if not self.num_truncated:  # once per tokenizer (per DataLoader worker), not once per sample
+                log.warning("prompt of %d tokens truncated to max_len=%d (further truncations not reported): %r",
+                            n, self.max_len, cleaned)
+            self.num_truncated += 1
             ids, n = ids[: self.max_len], self.max_len
         tokens = np.full(self.max_len, PAD_ID, dtype=np.int32)
         tokens[:n] = ids
@@ -97,7 +102,33 @@ def train_tiny_tokenizer(out_path: str | Path, prompts: list[str], vocab_size: i
         hard_vocab_limit=False,
         minloglevel=2,
     )
-    tmp = out_path.with_suffix(".tmp")
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")  # ranks may train it at once
     tmp.write_bytes(model.getvalue())
     tmp.replace(out_path)
     return out_path
+
+
+def task_prompts() -> list[str]:
+    """The prompts of every task config (conf/task/*.yaml), in file-name order."""
+    from omegaconf import OmegaConf
+
+    from vla.models import CONF_DIR
+
+    return [str(OmegaConf.load(p).prompt) for p in sorted((CONF_DIR / "task").glob("*.yaml"))]
+
+
+def resolve_tokenizer(path: str | Path | None, cache_dir: str | Path | None = None) -> Path:
+    """The SentencePiece model to use: `path` if given (model.tokenizer=...), else the tiny tokenizer trained on the
+    prompts of all task configs (deterministic, 30 ms), cached under `cache_dir` (default ~/.cache/vla) by content."""
+    import hashlib
+
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer model not found: {path} (expected a SentencePiece .model file)")
+        return path
+    prompts = task_prompts()
+    key = hashlib.sha1("\n".join(prompts).encode()).hexdigest()[:12]
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "vla"
+    out = cache_dir / f"tiny_tokenizer_{key}.model"
+    return out if out.is_file() else train_tiny_tokenizer(out, prompts)

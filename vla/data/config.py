@@ -1,0 +1,62 @@
+"""Typed schemas of the `task` config group (conf/task/*.yaml) and of convert.yaml, registered with Hydra's ConfigStore
+so that a typo in an override fails at composition. Numbers live in the yaml files; the defaults here are only the
+values every ManiSkill task shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+from vla.models.config import PolicyConfig
+
+
+@dataclass
+class DemoConfig:
+    """Demo generation: ManiSkill motion planning (pd_joint_pos) -> replay to the task's control mode with RGB."""
+
+    num_demos: int = 4  # successful, replayed demos to keep
+    num_workers: int = 2  # worker processes (each plans and replays whole episodes)
+    seed: int = 0  # first env seed tried; seeds are tried in order and the first num_demos successes are kept
+    max_attempts: int = 100  # seeds tried at most before giving up (PlaceSphere plans succeed ~40% of the time)
+    timeout_s: float = 600.0  # per episode (plan + replay): a broken setup hangs instead of failing
+    out_dir: str = MISSING  # where the merged <env_id>.rgb.<control_mode>.<backend>.h5/.json pair is written
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING  # short name, also the conf file name (pickcube, ...)
+    env_id: str = MISSING  # ManiSkill env id (PickCube-v1, ...)
+    prompt: str = MISSING  # language instruction stored with every frame (the fork's TASK_PROMPTS)
+    control_mode: str = "pd_ee_delta_pose"  # dataset actions and eval controller; the converter rejects other modes
+    sim_backend: str = "physx_cpu"
+    control_freq: int = 20  # Hz of env.step (ManiSkill default for these tasks); also the dataset fps
+    max_episode_steps: int = MISSING  # eval horizon, ~2x the mean replayed demo length
+    # ManiSkill sensor name -> observation-schema image key; a schema camera not listed here is zeros + mask False.
+    cameras: dict[str, str] = field(default_factory=lambda: {"base_camera": "base_0_rgb"})
+    image_size: int = 256  # sensor width = height (sensor_configs), the stored image size
+    shader: str = "default"  # sensor shader pack used for demos; eval must render with the same one
+    state_dim: int = 8  # qpos[:8]: 7 arm joints + one finger
+    action_dim: int = 7  # pd_ee_delta_pose: xyz delta, rotation delta, gripper
+    repo_id: str = MISSING  # LeRobot repo id written into the dataset (never pushed)
+    dataset_root: str = MISSING  # LeRobot dataset directory
+    norm_stats: str = MISSING  # norm_stats.json path (next to the dataset)
+    demos: DemoConfig = field(default_factory=DemoConfig)
+
+
+@dataclass
+class ConvertConfig:
+    task: TaskConfig = MISSING
+    model: PolicyConfig = MISSING  # only action_horizon is used: the action stats run over H-step chunks (openpi)
+    input: str = "generate"  # a ManiSkill .h5 file, a directory of them, or "generate" (motion planning + replay first)
+    output: str = MISSING  # dataset directory; must not exist unless overwrite
+    overwrite: bool = False
+    use_videos: bool = False  # False: PNG frames in parquet (exact pixels); True: AV1 mp4 (~10x smaller, lossy)
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="task", name="task_schema", node=TaskConfig)
+    cs.store(name="convert_schema", node=ConvertConfig)

@@ -1,0 +1,149 @@
+"""ManiSkill episodes -> LeRobot v3.0 dataset, written with lerobot's own writer, atomically.
+
+Features (the ManiSkill fork's layout, spec §9.3, plus an explicit wrist mask):
+  image            uint8 [S, S, 3]  base camera (schema key base_0_rgb)
+  wrist_image      uint8 [S, S, 3]  hand camera (left_wrist_0_rgb), zeros when the task has none
+  wrist_mask       bool  [1]        False when wrist_image is such a zero stand-in (not "wrist_image_mask": lerobot
+                                    0.4.4 validates stats of every feature whose name contains "image" as an image's)
+  state            float32 [8]      qpos[:8]
+  actions          float32 [7]      pd_ee_delta_pose action
+  task                              the task prompt
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vla.data.config import TaskConfig
+from vla.data.maniskill import Episode
+from vla.data.norm_stats import compute_norm_stats, save_norm_stats
+
+log = logging.getLogger(__name__)
+
+# observation-schema image key -> dataset feature (and its mask feature)
+DATASET_IMAGE_KEYS = {"base_0_rgb": "image", "left_wrist_0_rgb": "wrist_image"}
+DATASET_MASK_KEYS = {"left_wrist_0_rgb": "wrist_mask"}  # the base camera is always present
+STATE_NAMES = ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "joint7", "finger"]
+ACTION_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
+
+
+def dataset_features(task: TaskConfig, use_videos: bool) -> dict[str, dict]:
+    S = task.image_size
+    image = {"dtype": "video" if use_videos else "image", "shape": (S, S, 3), "names": ["height", "width", "channel"]}
+    return {
+        "image": dict(image),
+        "wrist_image": dict(image),
+        "wrist_mask": {"dtype": "bool", "shape": (1,), "names": None},
+        "state": {"dtype": "float32", "shape": (task.state_dim,), "names": STATE_NAMES[: task.state_dim]},
+        "actions": {"dtype": "float32", "shape": (task.action_dim,), "names": ACTION_NAMES[: task.action_dim]},
+    }
+
+
+def schema_from_row(row: dict) -> dict:
+    """A row of a converted dataset (as `LeRobotDataset[i]` returns it) -> observation-schema sample (no actions)."""
+    images, masks = {}, {}
+    for schema_key, feature in DATASET_IMAGE_KEYS.items():
+        images[schema_key] = row[feature]
+        mask_feature = DATASET_MASK_KEYS.get(schema_key)
+        masks[schema_key] = bool(row[mask_feature]) if mask_feature else True
+    state = row["state"]
+    return {
+        "images": images,
+        "image_masks": masks,
+        "state": state.numpy() if hasattr(state, "numpy") else np.asarray(state),
+        "prompt": row["task"],
+    }
+
+
+def camera_for(task: TaskConfig, schema_key: str) -> str | None:
+    """ManiSkill camera feeding a schema image key, or None if the task has no such camera."""
+    return next((cam for cam, key in task.cameras.items() if key == schema_key), None)
+
+
+@dataclass
+class WriteReport:
+    root: Path
+    episodes: int
+    frames: int
+    bytes: int
+    seconds: float
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_dataset(
+    episodes: list[Episode],
+    output: str | Path,
+    task: TaskConfig,
+    action_horizon: int,
+    use_videos: bool = False,
+    overwrite: bool = False,
+) -> WriteReport:
+    """Write `episodes` (already validated by read_episodes) + norm_stats.json to `output`.
+
+    Everything goes into a temp dir next to `output` that is renamed at the end; on any error it is removed,
+    so a failed conversion leaves nothing behind.
+    """
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    output = Path(output).absolute()
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    base_cam = camera_for(task, "base_0_rgb")
+    wrist_cam = camera_for(task, "left_wrist_0_rgb")
+    if base_cam is None:
+        raise ValueError(f"task {task.name}: cameras {dict(task.cameras)} map no camera to base_0_rgb")
+    try:
+        ds = LeRobotDataset.create(
+            repo_id=task.repo_id,
+            fps=task.control_freq,
+            features=dataset_features(task, use_videos),
+            root=tmp,
+            robot_type="panda",
+            use_videos=use_videos,
+            image_writer_threads=4,  # PNG encoding releases the GIL
+        )
+        zeros = np.zeros((task.image_size, task.image_size, 3), np.uint8)
+        has_wrist = np.array([wrist_cam is not None])
+        for ep in episodes:
+            base = ep.images(base_cam)
+            wrist = ep.images(wrist_cam) if wrist_cam is not None else None
+            for t in range(len(ep)):
+                ds.add_frame({
+                    "image": base[t],
+                    "wrist_image": wrist[t] if wrist is not None else zeros,
+                    "wrist_mask": has_wrist,
+                    "state": ep.state[t],
+                    "actions": ep.actions[t],
+                    "task": task.prompt,
+                })
+            ds.save_episode()
+        ds.finalize()
+        images_dir = tmp / "images"  # lerobot's PNG staging dir, empty once the frames are in the parquet files
+        if images_dir.is_dir() and not any(p.is_file() for p in images_dir.rglob("*")):
+            shutil.rmtree(images_dir)
+        stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
+        save_norm_stats(tmp / "norm_stats.json", stats)
+        if output.exists():
+            shutil.rmtree(output)
+        tmp.rename(output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)
+    log.info("wrote %s: %d episodes, %d frames, %.1f MB in %.1f s", output, report.episodes, report.frames,
+             report.bytes / 1e6, report.seconds)
+    return report
