@@ -36,6 +36,7 @@ class PromptTokenizer:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(f"tokenizer model not found: {model_path} (expected a SentencePiece .model file)")
+        self.model_path = model_path
         self.sp = sentencepiece.SentencePieceProcessor(model_file=str(model_path))
         self.max_len = max_len
         self.discrete_state = discrete_state

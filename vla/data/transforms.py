@@ -156,7 +156,8 @@ class ModelTransform:
     def load(cls, cfg: PolicyConfig, norm_stats_path: str | Path, tokenizer_path: str | Path | None = None) -> ModelTransform:
         """From files: norm_stats.json and the SentencePiece model (default: `cfg.tokenizer`, else the tiny one)."""
         tokenizer = PromptTokenizer(
-            resolve_tokenizer(tokenizer_path or cfg.tokenizer), cfg.max_token_len, discrete_state=cfg.pi05 and cfg.discrete_state_input
+            resolve_tokenizer(tokenizer_path or cfg.tokenizer), cfg.max_token_len,
+            discrete_state=cfg.pi05 and cfg.discrete_state_input,
         )
         return cls(cfg, load_norm_stats(norm_stats_path), tokenizer)
 
@@ -207,59 +208,93 @@ class AugmentConfig:
     color_prob: float = 0.5  # each sample is colour-jittered with this probability (augmax's p)
 
 
-def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None, device) -> torch.Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
+class _Draws:
+    """Serves rows of pre-drawn uniforms U (num_draws, batch_size) in order, keeping the columns `select`: drawing for
+    the whole global batch and keeping this process's samples gives every sample the same augmentation whatever the
+    number of ranks or accumulation steps."""
+
+    def __init__(self, uniforms: torch.Tensor, select: torch.Tensor | None):
+        self.uniforms, self.select, self.next = uniforms, select, 0
+
+    def __call__(self, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+        u = self.uniforms[self.next]
+        self.next += 1
+        return lo + (hi - lo) * (u if self.select is None else u[self.select])
+
+
+def num_augment_draws(keys: list[str]) -> int:
+    """Uniforms per sample that `augment` consumes for these cameras: 3 geometric (non-wrist) + 5 colour each."""
+    return sum(8 if "wrist" not in k else 5 for k in keys)
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
 
 
-def _geometric(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None) -> torch.Tensor:
+def _geometric(x: torch.Tensor, cfg: AugmentConfig, draw: _Draws) -> torch.Tensor:
     """Random crop + resize + rotation fused into one bilinear resampling (as augmax fuses the chain): output pixel
     u (normalized coords) samples the input at offset + scale * R(angle) u. Outside the image is black."""
-    B = x.shape[0]
     s = cfg.crop_scale
-    offset = _uniform(2 * B, -(1 - s), 1 - s, g, x.device).view(B, 2)  # crop centre: the crop stays inside
-    angle = _uniform(B, -1.0, 1.0, g, x.device) * math.radians(cfg.max_rotation_deg)
+    off_x, off_y = draw(-(1 - s), 1 - s), draw(-(1 - s), 1 - s)  # crop centre: the crop stays inside the image
+    angle = draw(-1.0, 1.0) * math.radians(cfg.max_rotation_deg)
     cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], -1), torch.stack([sin, cos, offset[:, 1]], -1)], 1)
+    theta = torch.stack([torch.stack([cos, -sin, off_x], -1), torch.stack([sin, cos, off_y], -1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _color(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator | None) -> torch.Tensor:
-    B, dev = x.shape[0], x.device
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _color(x: torch.Tensor, cfg: AugmentConfig, draw: _Draws) -> torch.Tensor:
+    B = x.shape[0]
     view = lambda t: t.view(B, 1, 1, 1)  # noqa: E731
-    apply = view(torch.rand(B, generator=g, device=dev) < cfg.color_prob)
-    y = x * view(_uniform(B, 1 - cfg.brightness, 1 + cfg.brightness, g, dev))
+    apply = view(draw() < cfg.color_prob)
+    y = x * view(draw(1 - cfg.brightness, 1 + cfg.brightness))
     mean = _grey(y).mean(dim=(2, 3), keepdim=True)
-    y = (y - mean) * view(_uniform(B, 1 - cfg.contrast, 1 + cfg.contrast, g, dev)) + mean
+    y = (y - mean) * view(draw(1 - cfg.contrast, 1 + cfg.contrast)) + mean
     grey = _grey(y)
-    y = grey + (y - grey) * view(_uniform(B, 1 - cfg.saturation, 1 + cfg.saturation, g, dev))
+    y = grey + (y - grey) * view(draw(1 - cfg.saturation, 1 + cfg.saturation))
     # Hue: rotate the chroma plane of YIQ by 2*pi*h (a per-sample linear map, no HSV round trip).
-    a = _uniform(B, -cfg.hue, cfg.hue, g, dev) * 2 * math.pi
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=dev)
-    from_yiq = torch.linalg.inv(to_yiq)
-    rot = torch.zeros(B, 3, 3, device=dev)
+    a = draw(-cfg.hue, cfg.hue) * 2 * math.pi
+    to_yiq = _TO_YIQ.to(x.device)
+    rot = torch.zeros(B, 3, 3, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = a.cos(), -a.sin(), a.sin(), a.cos()
-    m = from_yiq @ rot @ to_yiq  # (B, 3, 3)
+    m = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (B, 3, 3)
     y = torch.einsum("bij,bjhw->bihw", m, y)
     return torch.where(apply, y, x).clamp(0.0, 1.0)
 
 
 def augment(
-    images: dict[str, torch.Tensor], cfg: AugmentConfig | None = None, generator: torch.Generator | None = None
+    images: dict[str, torch.Tensor],
+    cfg: AugmentConfig | None = None,
+    generator: torch.Generator | None = None,
+    keys: list[str] | None = None,
+    uniforms: torch.Tensor | None = None,
+    select: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Train-time augmentation of a batch, independently per sample (openpi's JAX recipe, spec §4.3): cameras whose key
     does not contain "wrist" are cropped, resized and rotated; every camera is colour-jittered. uint8 or [-1, 1]
-    images (B, 3, H, W) in, float [-1, 1] out (what the model takes)."""
+    images (B, 3, H, W) in, float [-1, 1] out (what the model takes).
+
+    The random numbers are `uniforms` (num_augment_draws(keys), N) if given, of which these samples are the columns
+    `select`; else they are drawn from `generator` for this batch. Cameras are visited in `keys` order, and a camera
+    absent from `images` still consumes its draws, so a sample's augmentation never depends on the other samples."""
     cfg = cfg or AugmentConfig()
+    keys = list(images) if keys is None else keys
+    ref = next(iter(images.values()))
+    if uniforms is None:
+        uniforms = torch.rand(num_augment_draws(keys), ref.shape[0], generator=generator, device=ref.device)
+    draw = _Draws(uniforms, select)
     out = {}
-    for key, img in images.items():
+    for key in keys:
+        if key not in images:
+            draw.next += 8 if "wrist" not in key else 5
+            continue
+        img = images[key]
         x = img.float() / 255.0 if img.dtype == torch.uint8 else (img.float() + 1.0) / 2.0
         if "wrist" not in key:
-            x = _geometric(x, cfg, generator)
-        out[key] = _color(x, cfg, generator) * 2.0 - 1.0
+            x = _geometric(x, cfg, draw)
+        out[key] = _color(x, cfg, draw) * 2.0 - 1.0
     return out

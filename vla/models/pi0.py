@@ -92,8 +92,13 @@ class Pi0Policy(nn.Module):
                 nn.init.zeros_(module.dense.weight)
                 nn.init.zeros_(module.dense.bias)
         nn.init.zeros_(self.image_encoder.proj.weight)  # openpi head_zeroinit=True
+        self.init_buffers()
+
+    @torch.no_grad()
+    def init_buffers(self) -> None:
+        """Non-persistent buffers (not in any checkpoint) hold garbage after `to_empty`: set them."""
         for name, buf in self.named_buffers():
-            if name.endswith("position_ids"):  # SigLIP's non-persistent arange buffer (garbage after to_empty)
+            if name.endswith("position_ids"):  # SigLIP's arange buffer
                 buf.copy_(torch.arange(buf.shape[-1], device=buf.device).expand_as(buf))
 
     # ------------------------------------------------------------------ embedding
@@ -163,6 +168,15 @@ class Pi0Policy(nn.Module):
 
     def forward(self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
         return self.compute_loss(batch, noise, time)
+
+    def unused_parameter_names(self) -> list[str]:
+        """Parameters that never influence an output: the prefix output of the last layer is discarded, so the VLM's
+        last-layer queries, output projection, MLP and the final VLM norm feed nothing (openpi computes them and
+        their gradient is exactly zero). Training freezes them; checkpoints still carry them."""
+        last = len(self.transformer.layers) - 1
+        unused = [f"transformer.layers.{last}.experts.0.{n}" for n in ("q_proj", "o_proj", "mlp_norm", "gate_proj", "up_proj", "down_proj")]
+        unused.append("transformer.vlm_norm")
+        return [n for n, _ in self.named_parameters() if any(n.startswith(u + ".") for u in unused)]
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -76,21 +76,20 @@ def detect_variant(keys) -> str:
     raise CheckpointError("cannot tell Pi0 from Pi0.5: neither time_mlp_in (Pi0.5) nor state_proj (Pi0) is present")
 
 
-def load_openpi_state(
-    model: torch.nn.Module, openpi_state: dict[str, torch.Tensor], source: str = "checkpoint"
-) -> None:
-    """Copy an openpi-PyTorch-keyed state dict into `model` (fp32 master weights), strictly: any missing, unexpected
-    or mis-shaped key raises CheckpointError naming it."""
+def convert_openpi_state(
+    openpi_state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], pi05: bool, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """An openpi-PyTorch-keyed state dict -> our keys, validated strictly against `reference` (our model's state
+    dict; meta tensors will do): any missing, unexpected or mis-shaped key raises CheckpointError naming it."""
     openpi_state = dict(openpi_state)
-    want_variant = "pi05" if model.cfg.pi05 else "pi0"
+    want_variant = "pi05" if pi05 else "pi0"
     have_variant = detect_variant(openpi_state)
     if have_variant != want_variant:
         raise CheckpointError(f"{source}: holds a {have_variant} model but the config builds {want_variant}")
     embed = f"{PALI}language_model.embed_tokens.weight"
     if embed not in openpi_state and PALI_LM_HEAD in openpi_state:
         openpi_state[embed] = openpi_state[PALI_LM_HEAD]  # tied weights saved under the head's name only
-    ours = model.state_dict()
-    wanted = {openpi_key(k): k for k in ours}
+    wanted = {openpi_key(k): k for k in reference}
     missing = sorted(k for k in wanted if k not in openpi_state)
     unexpected = sorted(k for k in openpi_state if k not in wanted and k not in IGNORED_KEYS)
     problems = []
@@ -99,15 +98,24 @@ def load_openpi_state(
     if unexpected:
         problems.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)} in all)")
     for theirs, mine in wanted.items():
-        if theirs in openpi_state and tuple(openpi_state[theirs].shape) != tuple(ours[mine].shape):
+        if theirs in openpi_state and tuple(openpi_state[theirs].shape) != tuple(reference[mine].shape):
             problems.append(
-                f"shape mismatch at {theirs}: expected {tuple(ours[mine].shape)}, found {tuple(openpi_state[theirs].shape)}"
+                f"shape mismatch at {theirs}: expected {tuple(reference[mine].shape)}, found {tuple(openpi_state[theirs].shape)}"
             )
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
+    return {mine: openpi_state[theirs] for theirs, mine in wanted.items()}
+
+
+def load_openpi_state(
+    model: torch.nn.Module, openpi_state: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
+    """Copy an openpi-PyTorch-keyed state dict into `model` (fp32 master weights), strictly."""
+    ours = model.state_dict()
+    converted = convert_openpi_state(openpi_state, ours, model.cfg.pi05, source)
     with torch.no_grad():
-        for theirs, mine in wanted.items():
-            ours[mine].copy_(openpi_state[theirs].to(ours[mine].dtype))
+        for name, value in converted.items():
+            ours[name].copy_(value.to(ours[name].dtype))
 
 
 # --------------------------------------------------------------------------- PyTorch files (openpi, LeRobot)
@@ -329,10 +337,13 @@ def save_jax_params(flat: dict[str, np.ndarray], path: str | Path) -> None:
 # --------------------------------------------------------------------------- entry points
 def find_weights(path: str | Path) -> tuple[str, Path]:
     """Resolve a user path to (layout, file/dir): a safetensors file, a directory holding `model.safetensors`
-    (openpi PT, LeRobot, or one of our checkpoint dirs), or an openpi dir holding `params/` (JAX)."""
+    (openpi PT, LeRobot, or one of our checkpoint dirs, whose `ema.safetensors` is preferred when present, as openpi's
+    checkpoints hold the EMA params), or an openpi dir holding `params/` (JAX)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".safetensors":
         return "torch", path
+    if (path / "ema.safetensors").is_file():  # our training checkpoints: the EMA weights are the ones to use
+        return "torch", path / "ema.safetensors"
     if (path / "model.safetensors").is_file():
         return "torch", path / "model.safetensors"
     if (path / "params").is_dir():
@@ -342,15 +353,23 @@ def find_weights(path: str | Path) -> tuple[str, Path]:
     raise CheckpointError(f"{path}: no model.safetensors, params/ or Orbax checkpoint found")
 
 
-def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
-    """Load any supported checkpoint into `model` in place (strict; errors name the offending keys)."""
+def read_pretrained(path: str | Path, cfg, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any supported checkpoint -> our-keyed state dict (CPU tensors as stored), validated against `reference` (the
+    state dict of a model built from `cfg`; meta tensors will do)."""
     layout, where = find_weights(path)
     if layout == "torch":
-        load_openpi_state(model, read_safetensors(where), source=str(where))
+        state = read_safetensors(where)
     else:
-        flat = read_jax_params(where)
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in jax_to_openpi(flat, model.cfg).items()}
-        load_openpi_state(model, state, source=str(where))
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in jax_to_openpi(read_jax_params(where), cfg).items()}
+    return convert_openpi_state(state, reference, cfg.pi05, source=str(where))
+
+
+def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
+    """Load any supported checkpoint into `model` in place (strict; errors name the offending keys)."""
+    ours = model.state_dict()
+    with torch.no_grad():
+        for name, value in read_pretrained(path, model.cfg, ours).items():
+            ours[name].copy_(value.to(ours[name].dtype))
 
 
 def export_config(model: torch.nn.Module, path: str | Path) -> None:

@@ -1,0 +1,35 @@
+"""Exponential moving average of the trainable weights, as openpi: initialised to the starting weights, updated after
+every optimizer step with ema = decay * ema + (1 - decay) * param, kept in fp32 and sharded like the parameters."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributed.tensor import DTensor
+
+from vla.train.parallel import clean_name
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+class EMA:
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = {clean_name(n): p for n, p in model.named_parameters() if p.requires_grad}
+        self.shadow = {n: p.detach().clone() for n, p in self.params.items()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        names = list(self.params)
+        torch._foreach_lerp_(
+            [_local(self.shadow[n]) for n in names], [_local(self.params[n].detach()) for n in names], 1.0 - self.decay
+        )
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, t in self.shadow.items():
+                t.copy_(state[n])
