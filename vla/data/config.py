@@ -60,3 +60,18 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="task", name="task_schema", node=TaskConfig)
     cs.store(name="convert_schema", node=ConvertConfig)
+
+
+def load_task_config(name: str, **overrides) -> TaskConfig:
+    """conf/task/<name>.yaml outside Hydra (scripts, tests): merged into the schema, plus overrides."""
+    from omegaconf import OmegaConf
+
+    from vla.models import CONF_DIR
+
+    path = CONF_DIR / "task" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ValueError(f"unknown task {name!r}: no {path} (known: {', '.join(known)})")
+    raw = OmegaConf.load(path)
+    raw.pop("defaults", None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig), raw, overrides))

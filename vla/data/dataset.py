@@ -134,3 +134,32 @@ def make_dataloader(
 
 def steps_per_epoch(sampler: EpochSampler, batch_size: int) -> int:
     return math.floor(sampler.per_rank / batch_size)
+
+
+class SyntheticDataset(torch.utils.data.Dataset):
+    """Random model samples with the real shapes (benchmarks, multi-GPU checks without a dataset): uint8 images for
+    `cameras` (the others absent, i.e. masked), `num_tokens` valid prompt tokens, normalized state and actions.
+    Item i is a function of (seed, i) only."""
+
+    def __init__(self, cfg, num_samples: int, cameras: list[str], num_tokens: int, seed: int = 0):
+        if num_tokens > cfg.max_token_len:
+            raise ValueError(f"synthetic num_tokens={num_tokens} > model.max_token_len={cfg.max_token_len}")
+        self.cfg, self.num_samples, self.cameras, self.num_tokens, self.seed = cfg, num_samples, cameras, num_tokens, seed
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        cfg, S, L = self.cfg, self.cfg.vision.image_size, self.cfg.max_token_len
+        tokens = torch.randint(1, cfg.vocab_size, (L,), generator=g)
+        mask = torch.arange(L) < self.num_tokens
+        return {
+            "images": {k: torch.randint(0, 256, (3, S, S), dtype=torch.uint8, generator=g) for k in self.cameras},
+            "image_masks": {k: torch.tensor(True) for k in self.cameras},
+            "tokens": tokens * mask,
+            "token_mask": mask,
+            "state": torch.randn(cfg.action_dim, generator=g),
+            "actions": torch.randn(cfg.action_horizon, cfg.action_dim, generator=g),
+            "actions_is_pad": torch.zeros(cfg.action_horizon, dtype=torch.bool),
+        }

@@ -106,6 +106,7 @@ def write_dataset(
     wrist_cam = camera_for(task, "left_wrist_0_rgb")
     if base_cam is None:
         raise ValueError(f"task {task.name}: cameras {dict(task.cameras)} map no camera to base_0_rgb")
+    ds = None
     try:
         ds = LeRobotDataset.create(
             repo_id=task.repo_id,
@@ -141,6 +142,8 @@ def write_dataset(
             shutil.rmtree(output)
         tmp.rename(output)
     except BaseException:
+        if ds is not None:  # let lerobot's PNG writer threads finish first: their writes would race the removal
+            ds.stop_image_writer()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)

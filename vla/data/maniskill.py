@@ -79,7 +79,7 @@ def replayed_name(task: TaskConfig, stem: str) -> str:
     return f"{stem}.rgb.{task.control_mode}.{task.sim_backend}.h5"
 
 
-def _quiet_worker() -> None:
+def quiet_worker() -> None:
     # Replay prints a progress bar per episode and ManiSkill warns about the missing CUDA renderer on every env
     # creation; the parent shows one progress bar instead. Errors come back in DemoResult.error.
     devnull = open(os.devnull, "w")
@@ -176,7 +176,7 @@ def generate_demos(task: TaskConfig, out_dir: str | Path, num_demos: int | None 
     work_dir = tempfile.mkdtemp(prefix=".demos-", dir=out_dir)
     try:
         ctx = mp.get_context("spawn")  # ManiSkill/SAPIEN state must not be forked
-        with ctx.Pool(cfg.num_workers, initializer=_quiet_worker) as pool, tqdm(
+        with ctx.Pool(cfg.num_workers, initializer=quiet_worker) as pool, tqdm(
             total=num_demos, desc=f"{task.env_id} demos", unit="demo", disable=not progress
         ) as bar:
             it = pool.imap(_demo_worker, [(task, s, work_dir) for s in seeds])  # ordered: first successes kept

@@ -180,6 +180,31 @@ class Pi0Policy(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
+    def prefix_cache(self, batch: dict) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """One pass of the prefix (images + prompt) through the VLM expert: per-layer (k, v) post-RoPE and the
+        prefix validity mask (B, Tp). Computed once per `sample_actions` and never extended (spec §3.2)."""
+        prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
+        positions = torch.cumsum(prefix_mask.long(), dim=1) - 1
+        _, kv_cache = self.transformer(prefix, None, positions, make_attn_mask(prefix_mask, prefix_ar), return_kv=True)
+        return kv_cache, prefix_mask
+
+    @torch.no_grad()
+    def denoise_step(
+        self, x_t: torch.Tensor, t_B: torch.Tensor, state: torch.Tensor | None,
+        kv_cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Velocity v(x_t, t) (B, H, action_dim) in float32: the suffix through the action expert, attending to the
+        cached prefix. Shapes are fixed for a given batch size, so it compiles (and CUDA-graphs) as one unit."""
+        B, H = x_t.shape[:2]
+        suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x_t, t_B)
+        suffix = suffix.to(kv_cache[0][0].dtype)
+        Ts = suffix.shape[1]
+        attn = torch.cat([prefix_mask[:, None, :].expand(B, Ts, -1), make_attn_mask(suffix_mask, suffix_ar)], dim=2)
+        positions = prefix_mask.long().sum(dim=1, keepdim=True) + torch.cumsum(suffix_mask.long(), dim=1) - 1  # P9
+        out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache)
+        return _linear(self.action_out_proj, out[:, -H:]).float()
+
+    @torch.no_grad()
     def sample_actions(
         self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None, use_kv_cache: bool = True
     ) -> torch.Tensor:
@@ -192,34 +217,24 @@ class Pi0Policy(nn.Module):
         if noise is None:
             noise = torch.randn(B, H, A, device=tokens.device)
         state = batch.get("state")
-
-        prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
         if use_kv_cache:
-            prefix_positions = torch.cumsum(prefix_mask.long(), dim=1) - 1
-            _, kv_cache = self.transformer(
-                prefix, None, prefix_positions, make_attn_mask(prefix_mask, prefix_ar), return_kv=True
-            )
-            num_valid_prefix = prefix_mask.long().sum(dim=1, keepdim=True)
+            kv_cache, prefix_mask = self.prefix_cache(batch)
+        else:
+            prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
 
         x = noise.float()
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=x.device)
         t = torch.tensor(1.0, dtype=torch.float32, device=x.device)
         for _ in range(num_steps):  # openpi's `while t >= -dt/2` runs exactly num_steps times
-            suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x, t.expand(B))
-            suffix = suffix.to(prefix.dtype)
             if use_kv_cache:
-                Ts = suffix.shape[1]
-                attn = torch.cat(
-                    [prefix_mask[:, None, :].expand(B, Ts, -1), make_attn_mask(suffix_mask, suffix_ar)], dim=2
-                )
-                positions = num_valid_prefix + torch.cumsum(suffix_mask.long(), dim=1) - 1
-                out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache)
+                v_t = self.denoise_step(x, t.expand(B), state, kv_cache, prefix_mask)
             else:
+                suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x, t.expand(B))
                 mask = torch.cat([prefix_mask, suffix_mask], dim=1)
                 attn = make_attn_mask(mask, torch.cat([prefix_ar, suffix_ar], dim=1))
                 positions = torch.cumsum(mask.long(), dim=1) - 1
-                out, _ = self.transformer(prefix, suffix, positions, attn, cond)
-            v_t = _linear(self.action_out_proj, out[:, -H:]).float()
+                out, _ = self.transformer(prefix, suffix.to(prefix.dtype), positions, attn, cond)
+                v_t = _linear(self.action_out_proj, out[:, -H:]).float()
             x = x + dt * v_t
             t = t + dt
         return x

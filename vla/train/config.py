@@ -62,6 +62,16 @@ class LoraConfig:
 
 
 @dataclass
+class SyntheticDataConfig:
+    """Random batches of the real shapes instead of task.dataset_root: benchmarks and multi-GPU checks."""
+
+    enabled: bool = False
+    num_samples: int = 100_000
+    cameras: list[str] = field(default_factory=lambda: ["base_0_rgb", "left_wrist_0_rgb"])  # others masked (absent)
+    num_tokens: int = 200  # valid prompt tokens per sample (<= model.max_token_len)
+
+
+@dataclass
 class TrainConfig:
     task: TaskConfig = MISSING
     model: PolicyConfig = MISSING
@@ -69,13 +79,14 @@ class TrainConfig:
     hardware: HardwareConfig = MISSING
     lora: LoraConfig = field(default_factory=LoraConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synthetic_data: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
     run_root: str = "runs"
     run_name: str = MISSING  # run directory = run_root/run_name (multirun: Hydra's sweep dir/job subdir)
     seed: int = 42
     batch_size: int = 32  # global batch (all ranks, all accumulation steps), openpi's default
     num_steps: int = 30000  # optimizer steps
     log_interval: int = 100  # steps between TensorBoard / metrics.jsonl records (the loss is averaged over them)
-    save_interval: int = 1000  # steps between checkpoints (the last step is always saved)
+    save_interval: int | None = 1000  # steps between checkpoints (the last step is always saved); null: never save
     keep_last: int = 1  # most recent checkpoints kept ...
     keep_period: int | None = 5000  # ... plus every checkpoint whose step is a multiple of this
     resume: bool = False  # continue from the newest checkpoint of the run directory

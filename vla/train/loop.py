@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 
-from vla.data.dataset import ChunkedDataset, EpochSampler, make_dataloader
+from vla.data.dataset import ChunkedDataset, EpochSampler, SyntheticDataset, make_dataloader
 from vla.data.transforms import ModelTransform, augment, collate, move_to, num_augment_draws
 from vla.models import build_policy
 from vla.models.lora import apply_lora, lora_scales
@@ -75,11 +75,13 @@ def init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def initial_weights(cfg: TrainConfig) -> dict[str, torch.Tensor]:
+def initial_weights(cfg: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
     """Rank 0's full starting state dict: the pretrained checkpoint, or the from-scratch init drawn from `cfg.seed`
-    (identical for every world size), plus LoRA adapters when enabled."""
+    (identical for every world size), plus LoRA adapters when enabled. Built on `device` (a GPU initialises the 3B
+    model in seconds; the CPU takes minutes)."""
     torch.manual_seed(cfg.seed)
-    policy = build_policy(cfg.model)
+    with torch.device(device):
+        policy = build_policy(cfg.model)
     if cfg.model.pretrained:
         state = read_pretrained(cfg.model.pretrained, cfg.model, policy.state_dict())
         policy.load_state_dict(state, strict=True)
@@ -105,7 +107,7 @@ def build_model(cfg: TrainConfig, mesh, device: torch.device, rank: int) -> tupl
     parallelize(policy, cfg.hardware, mesh)
     policy.to_empty(device=device)
     policy.init_buffers()
-    state = initial_weights(cfg) if rank == 0 else {}
+    state = initial_weights(cfg, device) if rank == 0 else {}
     set_model_state_dict(policy, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return policy, scales
 
@@ -132,12 +134,22 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     task, mcfg = cfg.task, cfg.model
 
     # ---- data
-    transform = ModelTransform.load(mcfg, task.norm_stats)
-    dataset = ChunkedDataset(task.dataset_root, task.repo_id, mcfg.action_horizon, transform)
+    if cfg.synthetic_data.enabled:
+        sd = cfg.synthetic_data
+        dataset = SyntheticDataset(mcfg, sd.num_samples, sd.cameras, sd.num_tokens, seed=cfg.seed)
+        extra_files, num_episodes = {}, 0
+    else:
+        transform = ModelTransform.load(mcfg, task.norm_stats)
+        dataset = ChunkedDataset(task.dataset_root, task.repo_id, mcfg.action_horizon, transform)
+        extra_files = {"norm_stats.json": Path(task.norm_stats), "tokenizer.model": transform.tokenizer.model_path}
+        num_episodes = dataset.num_episodes
     sampler = EpochSampler(len(dataset), seed=cfg.seed, rank=rank, world_size=world)
     batches_per_epoch = sampler.per_rank // micro
     if batches_per_epoch < 1:
         raise ValueError(f"{task.dataset_root}: {len(dataset)} frames give no batch of {micro} per rank")
+    if rank == 0 and cfg.synthetic_data.enabled:
+        log.info("synthetic data: random batches, cameras %s, %d prompt tokens", cfg.synthetic_data.cameras,
+                 cfg.synthetic_data.num_tokens)
     loader = make_dataloader(
         dataset, micro, sampler, cfg.hardware.num_workers, collate, cfg.hardware.pin_memory,
         cfg.hardware.prefetch_factor, seed=cfg.seed,
@@ -147,9 +159,11 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     policy, scales = build_model(cfg, mesh, device, rank)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     oc = cfg.optim
+    # fused on GPU: one kernel, no full-size temporaries (foreach's sqrt/div lists would add ~1x the params)
+    fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(
         trainable, lr=learning_rate(0, oc), betas=tuple(oc.betas), eps=oc.eps, weight_decay=oc.weight_decay,
-        foreach=True,
+        fused=fused, foreach=not fused,
     )
     ema = EMA(policy, oc.ema_decay) if oc.ema_decay is not None else None
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # same on every rank: global-batch draws
@@ -167,7 +181,6 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         log.info("resume=true but %s has no checkpoint: starting from step 0", run_dir)
 
     config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    extra_files = {"norm_stats.json": Path(task.norm_stats), "tokenizer.model": transform.tokenizer.model_path}
     if rank == 0:
         (run_dir / "config.yaml").write_text(config_yaml)
         n_params = sum(p.numel() for p in policy.parameters())
@@ -176,7 +189,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             "%s on %s: %d rank(s) x micro-batch %d x %d accumulation = batch %d; %s params (%s trainable); "
             "%d frames, %d episodes; run dir %s",
             mcfg.name, task.name, world, micro, accum, cfg.batch_size, f"{n_params:,}", f"{n_train:,}",
-            len(dataset), dataset.num_episodes, run_dir,
+            len(dataset), num_episodes, run_dir,
         )
     metrics = MetricsLogger(run_dir, enabled=rank == 0)
     progress = None
@@ -247,8 +260,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         if progress is not None:
             progress.update(1)
 
-        at_save = step % cfg.save_interval == 0 or step == cfg.num_steps
-        if step % cfg.log_interval == 0 or at_save:
+        at_save = cfg.save_interval is not None and (step % cfg.save_interval == 0 or step == cfg.num_steps)
+        if step % cfg.log_interval == 0 or at_save or step == cfg.num_steps:
             # the only host syncs: once per log interval (and before every save, so no NaN reaches disk)
             bad_step = int(first_bad_step.item())
             if bad_step >= 0:

@@ -1,0 +1,120 @@
+"""Training throughput of the real train loop (train.py's code: FSDP2 wrapping, bf16 compute over fp32 master weights,
+fused AdamW, EMA, augmentation) on synthetic batches of the real shapes, one setting after another:
+
+  python bench/train_step.py --model pi05 --batch 8 16 32 --ac on off --compile off [--steps 12] [--ema on]
+
+Each setting runs `steps` optimizer steps; the numbers are those of the second half (after warm-up, compilation and
+the allocator's growth). MFU = model FLOPs / (step time x peak bf16 FLOP/s), model FLOPs = 3 x forward matmul FLOPs
+(forward + backward; activation recomputation not counted), forward FLOPs counted per sample by `forward_flops`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from vla.data.config import register_configs as register_data
+from vla.models import CONF_DIR
+from vla.models.config import PolicyConfig
+from vla.models.config import register_configs as register_model
+from vla.train.config import register_configs as register_train
+from vla.train.loop import train
+from vla.train.metrics import read_metrics
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s, datasheets
+
+
+def forward_flops(cfg: PolicyConfig, cameras: int, prompt_len: int) -> float:
+    """Matmul FLOPs (2 per multiply-add) of one sample's training forward as our implementation computes it:
+    SigLIP on each visible camera, the VLM on the prefix (its last layer only K/V), the expert on the H action tokens,
+    attention over the full [prefix | suffix] sequence (SDPA computes masked scores too)."""
+    v, e0, e1 = cfg.vision, cfg.vlm, cfg.expert
+    patches = (v.image_size // v.patch_size) ** 2
+    vis_layer = 4 * v.width**2 + 2 * v.width * v.mlp_dim
+    siglip = patches * (3 * v.patch_size**2 * v.width + v.depth * vis_layer + v.width * e0.width)
+    siglip += v.depth * 2 * patches * patches * v.width  # QK^T and PV
+    siglip *= cameras
+    Tp = cameras * patches + prompt_len
+    Ts = cfg.action_horizon + (0 if cfg.pi05 else 1)
+    T = Tp + Ts
+    qo = lambda d: 2 * d * e0.num_heads * e0.head_dim  # noqa: E731
+    kv = lambda d: 2 * d * e0.num_kv_heads * e0.head_dim  # noqa: E731
+    vlm_layer = qo(e0.width) + kv(e0.width) + 3 * e0.width * e0.mlp_dim
+    exp_layer = qo(e1.width) + kv(e1.width) + 3 * e1.width * e1.mlp_dim
+    attn = 2 * e0.num_heads * e0.head_dim  # QK^T + PV per (query, key) pair
+    vlm = Tp * ((e0.depth - 1) * vlm_layer + kv(e0.width)) + (e0.depth - 1) * Tp * T * attn
+    expert = Ts * e1.depth * exp_layer + e1.depth * Ts * T * attn
+    return 2.0 * (siglip + vlm + expert)
+
+
+def run(model: str, batch: int, ac: bool, compile_: bool, ema: bool, steps: int, precision: str) -> dict:
+    register_data(), register_model(), register_train()
+    overrides = [
+        f"model={model}", "hardware=1xgpu", f"hardware.activation_checkpointing={ac}", f"hardware.compile={compile_}",
+        f"hardware.precision={precision}", "synthetic_data.enabled=true", f"batch_size={batch}", f"num_steps={steps}",
+        f"log_interval={steps // 2}", "save_interval=null", "progress=false", "run_name=bench", "hardware.num_workers=4",
+        *([] if ema else ["optim.ema_decay=null"]),
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("train", overrides=overrides))
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            train(cfg, d)
+            last = read_metrics(d)[-1]
+        except torch.OutOfMemoryError:
+            last = None
+    gc.collect()
+    torch.cuda.empty_cache()
+    row = {"model": model, "batch": batch, "ac": ac, "compile": compile_, "ema": ema, "precision": precision}
+    if last is None:
+        return {**row, "result": "out of memory"}
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    flops = 3 * forward_flops(cfg.model, len(cfg.synthetic_data.cameras), cfg.model.max_token_len) * batch
+    return {
+        **row, "samples_per_s": last["perf/samples_per_s"], "step_s": last["perf/step_time_s"],
+        "peak_mem_gb": last["perf/peak_memory_gb"], "tflops_per_s": flops / last["perf/step_time_s"] / 1e12,
+        "mfu": flops / last["perf/step_time_s"] / peak if peak else None, "device": name,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="pi05")
+    ap.add_argument("--batch", type=int, nargs="+", default=[8, 16, 32])
+    ap.add_argument("--ac", nargs="+", default=["on"], choices=["on", "off"])
+    ap.add_argument("--compile", nargs="+", default=["off"], choices=["on", "off"])
+    ap.add_argument("--ema", default="on", choices=["on", "off"])
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    args = ap.parse_args()
+    rows = []
+    for comp in args.compile:
+        for ac in args.ac:
+            for b in args.batch:
+                row = run(args.model, b, ac == "on", comp == "on", args.ema == "on", args.steps, args.precision)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+    print("\n| batch | act. ckpt | compile | EMA | samples/s | step (s) | TFLOP/s | MFU | peak mem (GB) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "samples_per_s" not in r:
+            print(f"| {r['batch']} | {r['ac']} | {r['compile']} | {r['ema']} | {r['result']} | | | | |")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
+        print(f"| {r['batch']} | {r['ac']} | {r['compile']} | {r['ema']} | {r['samples_per_s']:.1f} | "
+              f"{r['step_s']:.3f} | {r['tflops_per_s']:.0f} | {mfu} | {r['peak_mem_gb']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

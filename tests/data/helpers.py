@@ -1,0 +1,25 @@
+"""Shared helpers of the data tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from vla.data.config import load_task_config as load_task  # noqa: F401 (re-exported for the tests)
+
+IMAGE_SIZE = 128  # demo render size in the tests (the tasks use 256; CPU rendering time scales with pixels)
+ACTION_HORIZON = 10  # pi05_tiny's H, used for the norm stats of the test datasets
+
+
+def trajectories(path: Path) -> list[str]:
+    """traj_<i> groups of a ManiSkill .h5, in episode order."""
+    with h5py.File(path, "r") as f:
+        return sorted(f, key=lambda k: int(k.split("_")[1]))
+
+
+def read_h5(path: Path, traj: str, key: str) -> np.ndarray:
+    """One dataset of a ManiSkill .h5 read directly with h5py (independently of vla.data.maniskill)."""
+    with h5py.File(path, "r") as f:
+        return f[traj][key][()]

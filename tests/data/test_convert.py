@@ -1,0 +1,87 @@
+"""The convert job: `convert(cfg)` refuses an existing output before doing anything; the `convert.py` command line
+works end to end and reports bad input as one `convert.py: error:` line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.data.helpers import IMAGE_SIZE, load_task, trajectories
+from vla.data.config import ConvertConfig
+from vla.data.convert import convert
+from vla.models import load_policy_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_existing_output_fails_before_generating(tmp_path):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    task = load_task("pickcube", demos={"out_dir": str(tmp_path / "demos")})
+    cfg = ConvertConfig(task=task, model=load_policy_config("pi05_tiny"), input="generate", output=str(out))
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        convert(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no demo dir: nothing was generated
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_dir"])
+def test_missing_input(kind, tmp_path):
+    from vla.data.maniskill import DataError
+
+    path = tmp_path / ("nope.h5" if kind == "missing" else "empty")
+    if kind == "empty_dir":
+        path.mkdir()
+    cfg = ConvertConfig(task=load_task("pickcube"), model=load_policy_config("pi05_tiny"), input=str(path),
+                        output=str(tmp_path / "ds"))
+    expected = "no such file or directory" if kind == "missing" else "no .h5 files in directory"
+    with pytest.raises(DataError, match=f"^{path}: {expected}$"):
+        convert(cfg)
+    assert not (tmp_path / "ds").exists()
+
+
+def _cli(tmp_path, *overrides):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "convert.py", "task=pickcube", f"task.image_size={IMAGE_SIZE}",
+           f"hydra.run.dir={tmp_path / 'hydra'}", *overrides]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_converts(demo_files, datasets, tmp_path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    h5 = demo_files["pickcube"]
+    out = tmp_path / "ds"
+    proc = _cli(tmp_path, f"input={h5}", f"output={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "norm_stats.json").is_file()
+    ds = LeRobotDataset("vla/maniskill_pickcube", root=out)
+    assert ds.num_episodes == len(trajectories(h5)) and ds.fps == 20
+    assert tuple(ds.meta.info["features"]["image"]["shape"]) == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert np.isfinite(ds[0]["state"].numpy()).all()
+    assert "converted 2 episodes" in (tmp_path / "hydra" / "convert.log").read_text()
+    # the command line and write_dataset (with the model's action horizon) agree
+    reference = datasets["pickcube"] / "norm_stats.json"
+    assert json.loads((out / "norm_stats.json").read_text()) == json.loads(reference.read_text())
+
+
+@pytest.mark.slow
+def test_cli_bad_input_is_one_error_line(copy_demo, tmp_path):
+    import h5py
+
+    h5 = copy_demo("pickcube")
+    with h5py.File(h5, "r+") as f:
+        del f["traj_0/obs/agent/qpos"]
+    out = tmp_path / "ds"
+    proc = _cli(tmp_path, f"input={h5}", f"output={out}")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convert.py: error: "), proc.stderr[-3000:]
+    assert str(h5) in lines[0] and "traj_0" in lines[0] and "obs/agent/qpos" in lines[0]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]

@@ -1,0 +1,226 @@
+"""ManiSkill side of the data pipeline: validated reading of the files ManiSkill's tools wrote (`read_episodes`),
+bad input -> one-line DataError and nothing written (through the `convert` job), and live env observations ==
+converted dataset frames after the model transform."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from tests.data.helpers import read_h5, trajectories
+from vla.data.config import ConvertConfig
+from vla.data.convert import convert
+from vla.data.maniskill import DataError, read_episodes
+from vla.models import load_policy_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_read_episodes_matches_h5(demo_files, tasks):
+    h5 = demo_files["pickcube"]
+    episodes = read_episodes(h5, tasks["pickcube"])
+    meta = json.loads(h5.with_suffix(".json").read_text())["episodes"]
+    assert [e.traj for e in episodes] == trajectories(h5) == [f"traj_{m['episode_id']}" for m in meta]
+    assert [e.seed for e in episodes] == [m["episode_seed"] for m in meta]
+    for e in episodes:
+        actions = read_h5(h5, e.traj, "actions")
+        assert len(e) == len(actions) >= 1
+        np.testing.assert_array_equal(e.actions, actions)
+        np.testing.assert_array_equal(e.state, read_h5(h5, e.traj, "obs/agent/qpos")[: len(e), :8])
+        assert e.state.dtype == e.actions.dtype == np.float32 and e.state.shape == (len(e), 8)
+        rgb = read_h5(h5, e.traj, "obs/sensor_data/base_camera/rgb")
+        np.testing.assert_array_equal(e.images("base_camera"), rgb[:-1])
+    # a directory of .h5 files reads the same
+    assert [e.traj for e in read_episodes(h5.parent, tasks["pickcube"])] == [e.traj for e in episodes]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bad input
+
+
+def _truncate(h5, js):
+    size = h5.stat().st_size
+    with open(h5, "r+b") as f:
+        f.truncate(size // 2)
+
+
+def _delete(key):
+    def corrupt(h5, js):
+        with h5py.File(h5, "r+") as f:
+            del f[key]
+
+    return corrupt
+
+
+def _nan_action(h5, js):
+    with h5py.File(h5, "r+") as f:
+        f["traj_1/actions"][5, 2] = np.nan
+
+
+def _empty_episode(h5, js):
+    with h5py.File(h5, "r+") as f:
+        del f["traj_0/actions"]
+        f.create_dataset("traj_0/actions", shape=(0, 7), dtype=np.float32)
+
+
+def _edit_json(edit):
+    def corrupt(h5, js):
+        meta = json.loads(js.read_text())
+        edit(meta)
+        js.write_text(json.dumps(meta))
+
+    return corrupt
+
+
+def _control_mode(meta):
+    meta["episodes"][1]["control_mode"] = "pd_joint_pos"
+
+
+def _env_id(meta):
+    meta["env_info"]["env_id"] = "StackCube-v1"
+
+
+def _no_json(h5, js):
+    js.unlink()
+
+
+BAD_INPUTS = {
+    # name: (corruption, task overrides, substrings the message must contain besides the file name)
+    "truncated": (_truncate, {}, ["HDF5"]),
+    "missing_qpos": (_delete("traj_1/obs/agent/qpos"), {}, ["traj_1", "obs/agent/qpos", "missing"]),
+    "missing_actions": (_delete("traj_0/actions"), {}, ["traj_0", "actions", "missing"]),
+    "nan_action": (_nan_action, {}, ["traj_1", "actions", "nan", "step 5", "dim 2"]),
+    "empty_episode": (_empty_episode, {}, ["traj_0", "actions", "0 steps"]),
+    "control_mode": (_edit_json(_control_mode), {}, ["traj_1", "control_mode", "pd_ee_delta_pose", "pd_joint_pos"]),
+    "env_id": (_edit_json(_env_id), {}, [".json", "env_id", "PickCube-v1", "StackCube-v1"]),
+    "missing_json": (_no_json, {}, [".json", "missing"]),
+    "image_size": (None, {"image_size": 64}, ["traj_0", "obs/sensor_data/base_camera/rgb", "64, 64, 3)"]),
+    "missing_camera": (None, {"cameras": {"base_camera": "base_0_rgb", "hand_camera": "left_wrist_0_rgb"}},
+                       ["traj_0", "obs/sensor_data/hand_camera/rgb", "missing"]),
+}
+
+
+def _convert_cfg(task, input_path, output):
+    return ConvertConfig(task=task, model=load_policy_config("pi05_tiny"), input=str(input_path), output=str(output))
+
+
+def _assert_nothing_written(tmp_path, output):
+    assert not output.exists()
+    # only the input copy remains: no partial dataset, no lerobot temp dir, no `.tmp` leftovers
+    assert [p.name for p in tmp_path.iterdir()] == ["in_pickcube"]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_raises_one_line_data_error(case, copy_demo, tasks, tmp_path):
+    corrupt, overrides, expected = BAD_INPUTS[case]
+    h5 = copy_demo("pickcube")
+    if corrupt is not None:
+        corrupt(h5, h5.with_suffix(".json"))
+    task = tasks["pickcube"]
+    if overrides:
+        from dataclasses import replace
+
+        task = replace(task, **overrides)
+    output = tmp_path / "ds"
+    with pytest.raises(DataError) as err:
+        convert(_convert_cfg(task, h5, output))
+    msg = str(err.value)
+    assert "\n" not in msg
+    named = str(h5.with_suffix(".json")) if ".json" in expected else str(h5)
+    assert named in msg, msg
+    for s in expected:
+        assert s in msg, (s, msg)
+    _assert_nothing_written(tmp_path, output)
+
+
+def test_failure_while_writing_leaves_nothing(copy_demo, tasks, tmp_path, monkeypatch):
+    """An episode whose image data cannot be decoded passes validation (shapes, dtypes) and fails mid-conversion,
+    after the first episode was written: the temp dir must go and the output must not appear."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    h5 = copy_demo("pickcube")
+    key = "traj_1/obs/sensor_data/base_camera/rgb"
+    with h5py.File(h5, "r") as f:
+        ds = f[key]
+        assert ds.compression == "gzip"  # ManiSkill's RecordEpisode compresses images
+        info = ds.id.get_chunk_info(ds.id.get_num_chunks() // 2)
+    with open(h5, "r+b") as f:  # garble one compressed chunk: its zlib stream no longer inflates
+        f.seek(info.byte_offset)
+        f.write(b"\xff" * min(info.size, 64))
+
+    saved = []
+    original = LeRobotDataset.save_episode
+
+    def save_episode(self, *args, **kwargs):
+        saved.append(self.root)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeRobotDataset, "save_episode", save_episode)
+    output = tmp_path / "ds"
+    with pytest.raises(DataError) as err:
+        convert(_convert_cfg(tasks["pickcube"], h5, output))
+    msg = str(err.value)
+    assert "\n" not in msg and str(h5) in msg and key.split("/", 1)[1] in msg and "traj_1" in msg
+    assert len(saved) == 1 and saved[0].name.startswith(".ds.tmp")  # traj_0 had been written to the temp dir
+    _assert_nothing_written(tmp_path, output)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# live env == dataset
+
+
+def _assert_model_samples_equal(a, b):
+    assert a.keys() == b.keys()
+    assert a["images"].keys() == b["images"].keys() == a["image_masks"].keys()
+    for k in a["images"]:
+        assert torch.equal(a["image_masks"][k], b["image_masks"][k]), k
+        diff = (a["images"][k].int() - b["images"][k].int()).abs().max()
+        assert torch.equal(a["images"][k], b["images"][k]), (k, diff)
+    for k in ("tokens", "token_mask", "state"):
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("name, steps", [("pickcube", None), ("stackcube", 45)])
+def test_live_env_observation_equals_dataset_frame(name, steps, demo_files, datasets, tasks, tokenizer_path):
+    """Replay a demo's recorded actions in a fresh env: the observations at a few steps, through the model transform,
+    equal the converted dataset's frames exactly. PickCube is replayed to the end (it must succeed); StackCube, with
+    its two cameras (6 steps/s on CPU), only for its first `steps` steps."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from vla.data.lerobot import schema_from_row
+    from vla.data.maniskill import make_env, observation_from_env
+    from vla.data.norm_stats import load_norm_stats
+    from vla.data.tokenizer import PromptTokenizer
+    from vla.data.transforms import ModelTransform
+
+    task = tasks[name]
+    cfg = load_policy_config("pi05_tiny")
+    transform = ModelTransform(cfg, load_norm_stats(datasets[name] / "norm_stats.json"),
+                               PromptTokenizer(tokenizer_path, cfg.max_token_len, discrete_state=True))
+    dataset = LeRobotDataset(task.repo_id, root=datasets[name])
+    episodes = read_episodes(demo_files[name], task)
+    ep, start = episodes[-1], sum(len(e) for e in episodes[:-1])  # the last episode: its frames start at an offset
+    steps = steps or len(ep)
+    check = {0, steps // 3, steps - 1}
+    env = make_env(task)
+    try:
+        obs, _ = env.reset(seed=ep.seed, options=dict(reconfigure=True))
+        for t in range(steps):
+            if t in check:
+                live = observation_from_env(obs, task)
+                stored = schema_from_row(dataset[start + t])
+                assert dataset[start + t]["frame_index"].item() == t
+                assert live["image_masks"] == stored["image_masks"] == {
+                    "base_0_rgb": True, "left_wrist_0_rgb": name == "stackcube"}
+                assert live["images"]["base_0_rgb"].dtype == np.uint8
+                assert live["images"]["base_0_rgb"].shape == (task.image_size, task.image_size, 3)
+                np.testing.assert_array_equal(live["state"], stored["state"])
+                a, b = transform(live), transform(stored)
+                _assert_model_samples_equal(a, b)
+                assert a["images"]["base_0_rgb"].any()  # a rendered scene, not a stand-in
+            obs, _, _, _, info = env.step(ep.actions[t])
+        assert bool(info["success"]) == (steps == len(ep))
+    finally:
+        env.close()

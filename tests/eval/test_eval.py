@@ -1,0 +1,115 @@
+"""eval.py: the plumbing check (demos replayed open loop succeed), batched policy calls, end-to-end CPU evaluation of
+a tiny trained checkpoint with its outputs, the multi-task report, and the physx_cuda check."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.train.test_train import FAST, compose_train, data_overrides
+from vla.data.dataset import ChunkedDataset
+from vla.data.transforms import collate
+from vla.eval.envs import EnvError, check_sim_backend
+from vla.eval.policy import Policy, resolve_checkpoint
+from vla.eval.replay import replay_demos
+from vla.eval.report import markdown_table, write_report, write_results
+from vla.train.loop import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained_run(datasets, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    train(compose_train(FAST + data_overrides(datasets["pickcube"]) + ["num_steps=3"]), run)
+    return run
+
+
+@pytest.mark.slow
+def test_demos_replayed_open_loop_succeed(demo_files, tasks):
+    """Generated demos' recorded actions, replayed in eval's env workers reset with the demo's seed, succeed."""
+    results = replay_demos(tasks["pickcube"], demo_files["pickcube"], num_envs=2)
+    assert len(results) == 2 and len({r["seed"] for r in results}) == 2
+    assert sum(r["success_once"] for r in results) / len(results) >= 0.9
+    assert all(r["first_success_step"] <= r["demo_steps"] for r in results)
+
+
+@pytest.mark.slow
+def test_policy_batches_like_single_calls_and_unnormalizes(trained_run, datasets, tasks):
+    policy = Policy.load(trained_run, None, None, action_dim=7)
+    assert policy.cfg.name == "pi05_tiny"  # from the checkpoint's config.yaml
+    frames = ChunkedDataset(datasets["pickcube"], "vla/maniskill_pickcube", policy.cfg.action_horizon)
+    obs = [{k: v for k, v in frames[i].items() if not k.startswith("actions")} for i in (0, 30)]
+    noise = torch.randn(2, policy.cfg.action_horizon, policy.cfg.action_dim, generator=torch.Generator().manual_seed(0))
+    both = policy.act(obs, noise)
+    one = np.concatenate([policy.act([o], n[None]) for o, n in zip(obs, noise)])
+    assert both.shape == (2, policy.cfg.action_horizon, 7)
+    np.testing.assert_allclose(both, one, atol=1e-5)
+    # raw = unnormalize(normalized model output): quantile inverse with the checkpoint's stats
+    normalized = policy.model.sample_actions(collate([policy.transform(o) for o in obs]), noise=noise)
+    stats = json.loads((resolve_checkpoint(trained_run) / "norm_stats.json").read_text())["norm_stats"]["actions"]
+    q01, q99 = np.array(stats["q01"]), np.array(stats["q99"])
+    expected = (normalized[..., :7].numpy() + 1) / 2 * (q99 - q01 + 1e-6) + q01
+    np.testing.assert_allclose(both, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_eval_cli_end_to_end(trained_run, tmp_path):
+    """A tiny trained checkpoint evaluated on CPU: 3 seeded episodes on 2 env workers, a video, every output file."""
+    out = tmp_path / "eval"
+    cmd = [sys.executable, str(REPO / "eval.py"), "task=pickcube", "task.image_size=128", f"checkpoint={trained_run}",
+           "num_episodes=3", "num_envs=2", "max_episode_steps=12", "replan_steps=4", "videos=1", "progress=false",
+           f"hydra.run.dir={out}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    episodes = json.loads((out / "episodes.json").read_text())
+    assert [e["seed"] for e in episodes] == [0, 1, 2]  # one distinct seed per episode
+    assert all(e["steps"] == 12 for e in episodes)  # terminations ignored: every episode runs its full length
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 3 and summary["control_mode"] == "pd_ee_delta_pose"
+    assert summary["sim_backend"] == "physx_cpu" and summary["replan_steps"] == 4
+    assert summary["success_once"] == sum(e["success_once"] for e in episodes) / 3
+    assert (out / "success.png").stat().st_size > 0 and "| pickcube | 3 |" in (out / "summary.md").read_text()
+    videos = list((out / "videos").glob("episode000_seed0_*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_eval_cli_bad_checkpoint_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "eval.py"), f"checkpoint={tmp_path / 'nope'}",
+                           f"hydra.run.dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"eval.py: error: checkpoint not found: {tmp_path / 'nope'}"
+
+
+def test_report_table_and_plot_over_tasks(tmp_path):
+    def episodes(successes):
+        return [{"index": i, "seed": i, "success_once": s, "success_at_end": s and i % 2 == 0, "steps": 10,
+                 "first_success_step": 3 if s else None, "wall_s": 1.0} for i, s in enumerate(successes)]
+
+    info = {"control_mode": "pd_ee_delta_pose", "sim_backend": "physx_cpu", "max_episode_steps": 10,
+            "replan_steps": 5, "checkpoint": "ckpt"}
+    write_results(tmp_path / "a", episodes([True, False, True, True]), dict(info, task="pushcube"))
+    write_results(tmp_path / "b", episodes([False, False]), dict(info, task="pickcube"))
+    table = write_report([tmp_path], tmp_path / "report")
+    assert "| pushcube | 4 | 75.0% (3/4) | 50.0% (2/4) |" in table
+    assert "| pickcube | 2 | 0.0% (0/2) | 0.0% (0/2) |" in table
+    assert "Mean success_once over 2 tasks: 37.5%" in table
+    assert (tmp_path / "report" / "report.png").stat().st_size > 0
+    assert json.loads((tmp_path / "report" / "report.json").read_text())[0]["episodes"] in (2, 4)
+    assert markdown_table([json.loads((tmp_path / "a" / "summary.json").read_text())]).count("\n") == 3
+
+
+def test_gpu_physics_refused_offline_in_one_line(tasks, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no PhysX GPU library downloaded there
+    task = tasks["pickcube"]
+    task.sim_backend = "physx_cuda"
+    with pytest.raises(EnvError, match="physx_cuda needs SAPIEN's PhysX GPU library .* offline"):
+        check_sim_backend(task)

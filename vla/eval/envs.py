@@ -1,0 +1,127 @@
+"""ManiSkill envs in worker processes (CPU physics), so that many episodes run at once and feed one batched policy
+call. Each worker owns one env made by `vla.data.maniskill.make_env` (the demos' control mode, sim backend, sensor
+size and shader) and speaks a tiny protocol over a pipe:
+
+  ("reset", seed)          -> observation schema                 (reconfigure=True: a new scene every episode)
+  ("run", actions (k, A))  -> (observation schema, successes (k,), frames or None)
+                              executes the k actions; terminations are ignored (ManiSkill's evaluation protocol);
+                              the caller stops at max_episode_steps
+  ("close", None)
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from vla.data.config import TaskConfig
+from vla.data.maniskill import make_env, observation_from_env, quiet_worker
+
+
+class EnvError(RuntimeError):
+    pass
+
+
+def check_sim_backend(task: TaskConfig) -> None:
+    """ManiSkill's GPU physics needs SAPIEN's PhysX GPU library, which SAPIEN downloads from GitHub on first use: on an
+    offline machine that hangs or fails deep inside. Say so up front instead."""
+    if task.sim_backend in ("physx_cuda", "physx_gpu", "gpu"):
+        import sapien
+
+        lib = Path.home() / ".sapien" / "physx" / sapien.physx.version() / "libPhysXGpu_64.so"
+        if not lib.is_file():
+            raise EnvError(
+                f"task.sim_backend={task.sim_backend} needs SAPIEN's PhysX GPU library {lib}, which SAPIEN downloads "
+                "on first use and this machine cannot fetch offline; use task.sim_backend=physx_cpu with "
+                "num_envs worker processes instead"
+            )
+
+
+def _frame(obs_schema: dict) -> np.ndarray:
+    """Video frame: the visible cameras side by side."""
+    imgs = [img for key, img in obs_schema["images"].items() if obs_schema["image_masks"][key]]
+    return np.concatenate(imgs, axis=1)
+
+
+def _worker(conn, task: TaskConfig, record_video: bool) -> None:
+    import torch
+
+    quiet_worker()  # errors travel back through the pipe
+    torch.set_num_threads(1)  # physics + CPU rendering; the policy process owns the other cores
+    env = None
+    try:
+        env = make_env(task)
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "close":
+                break
+            if cmd == "reset":
+                obs, _ = env.reset(seed=int(arg), options=dict(reconfigure=True))
+                schema = observation_from_env(obs, task)
+                conn.send(("ok", (schema, [_frame(schema)] if record_video else None)))
+            elif cmd == "run":
+                successes, frames = [], [] if record_video else None
+                for action in arg:
+                    obs, _, _, _, info = env.step(action)
+                    successes.append(bool(np.asarray(info["success"]).reshape(-1)[0]))
+                    if record_video:
+                        frames.append(_frame(observation_from_env(obs, task)))
+                conn.send(("ok", (observation_from_env(obs, task), np.array(successes), frames)))
+    except Exception:  # noqa: BLE001 - reported to the parent, which raises it with the worker's traceback
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        if env is not None:
+            env.close()
+        conn.close()
+
+
+class EnvPool:
+    """`n` env worker processes for one task."""
+
+    def __init__(self, task: TaskConfig, n: int, record_video: bool = False):
+        check_sim_backend(task)
+        ctx = mp.get_context("spawn")  # SAPIEN / Vulkan state must not be forked
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, task, record_video), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def __len__(self) -> int:
+        return len(self.conns)
+
+    def send(self, i: int, cmd: str, arg=None) -> None:
+        self.conns[i].send((cmd, arg))
+
+    def recv(self, i: int):
+        try:
+            status, payload = self.conns[i].recv()
+        except EOFError:
+            raise EnvError(f"env worker {i} died (exit code {self.procs[i].exitcode})") from None
+        if status == "error":
+            raise EnvError(f"env worker {i} failed:\n{payload}")
+        return payload
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

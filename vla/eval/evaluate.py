@@ -1,0 +1,46 @@
+"""The eval job: load the policy, run the seeded episodes, write results (see vla.eval.report)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from vla.eval.config import EvalConfig
+from vla.eval.policy import Policy, resolve_checkpoint
+from vla.eval.report import write_results
+from vla.eval.rollout import run_episodes
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
+    out_dir = Path(out_dir)
+    task = cfg.task
+    policy = Policy.load(
+        cfg.checkpoint, cfg.model, cfg.norm_stats or task.norm_stats, task.action_dim, cfg.device, cfg.precision,
+        cfg.num_denoise_steps,
+    )
+    H = policy.cfg.action_horizon
+    replan = cfg.replan_steps or max(1, H // 2)
+    max_steps = cfg.max_episode_steps or task.max_episode_steps
+    t0 = time.perf_counter()
+    episodes = run_episodes(
+        policy, task, cfg.num_episodes, cfg.seed, cfg.num_envs, replan, max_steps, cfg.prompt, cfg.videos,
+        out_dir / "videos", cfg.progress,
+    )
+    info = {
+        "task": task.name, "env_id": task.env_id, "control_mode": task.control_mode, "sim_backend": task.sim_backend,
+        "max_episode_steps": max_steps, "replan_steps": replan, "action_horizon": H, "seed": cfg.seed,
+        "checkpoint": str(resolve_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None,
+        "model": policy.cfg.name, "num_denoise_steps": cfg.num_denoise_steps or policy.cfg.num_denoise_steps,
+        "prompt": cfg.prompt or task.prompt, "num_envs": cfg.num_envs, "device": cfg.device,
+        "precision": cfg.precision, "wall_s": time.perf_counter() - t0,
+    }
+    summary = write_results(out_dir, [e.report() for e in episodes], info)
+    log.info(
+        "%s: success_once %.1f%% (%d/%d), success_at_end %.1f%%, %.1f steps/episode, %.1f s -> %s",
+        task.env_id, 100 * summary["success_once"], summary["successes_once"], summary["episodes"],
+        100 * summary["success_at_end"], summary["mean_steps"], info["wall_s"], out_dir,
+    )
+    return summary
