@@ -33,7 +33,7 @@ def main(cfg: TrainConfig) -> float | None:
             raise
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)
-    log.info("done: %s", {k: round(v, 6) for k, v in (last or {}).items()})
+    log.info("done: %s", ", ".join(f"{k}={v:.4g}" for k, v in (last or {}).items()))
     return (last or {}).get("train/loss")  # the sweep's objective
 
 

@@ -54,11 +54,13 @@ def forward_flops(cfg: PolicyConfig, cameras: int, prompt_len: int) -> float:
     return 2.0 * (siglip + vlm + expert)
 
 
-def run(model: str, batch: int, ac: bool, compile_: bool, ema: bool, steps: int, precision: str) -> dict:
+def run(model: str, batch: int, ac: bool, compile_: bool, ema: bool, steps: int, precision: str,
+        hardware: str = "1xgpu") -> dict:
     register_data(), register_model(), register_train()
     overrides = [
-        f"model={model}", "hardware=1xgpu", f"hardware.activation_checkpointing={ac}", f"hardware.compile={compile_}",
-        f"hardware.precision={precision}", "synthetic_data.enabled=true", f"batch_size={batch}", f"num_steps={steps}",
+        f"model={model}", f"hardware={hardware}", f"hardware.activation_checkpointing={ac}", f"hardware.compile={compile_}",
+        f"hardware.precision={precision}", "synthetic_data.enabled=true",
+        "synthetic_data.num_tokens=${model.max_token_len}", f"batch_size={batch}", f"num_steps={steps}",
         f"log_interval={steps // 2}", "save_interval=null", "progress=false", "run_name=bench", "hardware.num_workers=4",
         *([] if ema else ["optim.ema_decay=null"]),
     ]
@@ -71,11 +73,12 @@ def run(model: str, batch: int, ac: bool, compile_: bool, ema: bool, steps: int,
         except torch.OutOfMemoryError:
             last = None
     gc.collect()
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     row = {"model": model, "batch": batch, "ac": ac, "compile": compile_, "ema": ema, "precision": precision}
     if last is None:
         return {**row, "result": "out of memory"}
-    name = torch.cuda.get_device_name()
+    name = torch.cuda.get_device_name() if cfg.hardware.device == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
     flops = 3 * forward_flops(cfg.model, len(cfg.synthetic_data.cameras), cfg.model.max_token_len) * batch
     return {
@@ -93,6 +96,7 @@ def main() -> None:
     ap.add_argument("--compile", nargs="+", default=["off"], choices=["on", "off"])
     ap.add_argument("--ema", default="on", choices=["on", "off"])
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--hardware", default="1xgpu", help="conf/hardware name (cpu: a quick check of the script)")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = ap.parse_args()
@@ -100,7 +104,8 @@ def main() -> None:
     for comp in args.compile:
         for ac in args.ac:
             for b in args.batch:
-                row = run(args.model, b, ac == "on", comp == "on", args.ema == "on", args.steps, args.precision)
+                row = run(args.model, b, ac == "on", comp == "on", args.ema == "on", args.steps, args.precision,
+                          args.hardware)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.out:

@@ -129,7 +129,7 @@ class Pi0Policy(nn.Module):
             # P13: the time condition drives every adaRMSNorm of the expert; action tokens carry no time.
             cond = F.silu(self.time_mlp_out(F.silu(_linear(self.time_mlp_in, time_emb))))
             tokens = actions
-            ar = [True] + [False] * (H - 1)
+            num_blocks = 1  # the action tokens start one block
         else:
             # P14: state token, then action tokens mixed with time by an MLP.
             cond = None
@@ -137,9 +137,10 @@ class Pi0Policy(nn.Module):
             mixed = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([actions, time_BHD], dim=-1))))
             state = _linear(self.state_proj, state_BA)[:, None, :]
             tokens = torch.cat([state.to(mixed.dtype), mixed], dim=1)
-            ar = [True, True] + [False] * (H - 1)
+            num_blocks = 2  # the state token is a block, the action tokens the next
         mask = torch.ones(B, tokens.shape[1], dtype=torch.bool, device=tokens.device)
-        ar_BN = torch.tensor(ar, dtype=torch.bool, device=tokens.device)[None].expand(B, -1)
+        # ar = [True] * num_blocks + [False] * ...; built on the device (a host list would be a blocking copy per step)
+        ar_BN = (torch.arange(tokens.shape[1], device=tokens.device) < num_blocks)[None].expand(B, -1)
         return tokens, mask, ar_BN, cond
 
     # ------------------------------------------------------------------ training
