@@ -11,24 +11,9 @@ prefix | suffix with padded prompt tokens), forward + backward, three ways:
 from __future__ import annotations
 
 import argparse
-import statistics
-
 import torch
 import torch.nn.functional as F
-
-
-def timed(fn, iters: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+from timing import cuda_median_ms
 
 
 def main() -> None:
@@ -74,7 +59,7 @@ def main() -> None:
                 q.grad = k.grad = v.grad = None
                 fn().backward(grad)
 
-            print(f"| {B} | {name} | {timed(step):.2f} | {diff:.1e} |", flush=True)
+            print(f"| {B} | {name} | {cuda_median_ms(step):.2f} | {diff:.1e} |", flush=True)
 
 
 if __name__ == "__main__":

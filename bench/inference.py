@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-
 import torch
+from timing import cuda_median_ms
 
 from vla.models import build_policy
 
@@ -33,21 +32,6 @@ def make_batch(cfg, B: int, tokens: int, device) -> dict:
     }
     return {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device))
             for k, v in batch.items()}
-
-
-def timed(fn, iters: int) -> float:
-    """Median milliseconds of fn() over iters runs (CUDA events), after 3 warm-up runs."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -90,9 +74,9 @@ def main() -> None:
 
             with torch.no_grad():
                 kv, pmask = prefix_fn(batch)
-                total = timed(full, args.iters)
-                prefix = timed(lambda: prefix_fn(batch), args.iters)
-                steps = timed(lambda: denoise(kv, pmask), args.iters)
+                total = cuda_median_ms(full, args.iters)
+                prefix = cuda_median_ms(lambda: prefix_fn(batch), args.iters)
+                steps = cuda_median_ms(lambda: denoise(kv, pmask), args.iters)
                 # the benchmarked loop must be sample_actions' computation
                 ref = policy.sample_actions(batch, noise=noise)
                 err = ((full().float() - ref).norm() / ref.norm()).item()
