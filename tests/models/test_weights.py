@@ -217,3 +217,10 @@ def test_jax_nnx_value_suffix_is_stripped(tmp_path):
     loaded = build_policy("pi05_tiny")
     W.load_pretrained(loaded, tmp_path)
     assert torch.equal(loaded.action_in_proj.weight, policy.action_in_proj.weight)
+
+
+def test_openpi_keys_do_not_depend_on_transformers_nesting():
+    # transformers 4.x: SiglipVisionModel.vision_model.<...>; 5.x: SiglipVisionModel.<...>. openpi's key has vision_model.
+    v4 = W.openpi_key("image_encoder.tower.vision_model.encoder.layers.3.self_attn.q_proj.weight")
+    v5 = W.openpi_key("image_encoder.tower.encoder.layers.3.self_attn.q_proj.weight")
+    assert v4 == v5 == SIG + "encoder.layers.3.self_attn.q_proj.weight"

@@ -37,6 +37,7 @@ _BLOCK_NAMES = {  # our ExpertBlock names -> HF Gemma layer names used by openpi
     "up_proj": "mlp.up_proj",
     "down_proj": "mlp.down_proj",
 }
+_TOWER = "image_encoder.tower."
 _LAYER_RE = re.compile(r"transformer\.layers\.(\d+)\.experts\.([01])\.(\w+)\.(.+)")
 
 
@@ -50,8 +51,11 @@ def openpi_key(our_key: str) -> str:
         layer, expert, block, rest = m.groups()
         base = f"{PALI}language_model." if expert == "0" else EXPERT
         return f"{base}layers.{layer}.{_BLOCK_NAMES[block]}.{rest}"
+    if our_key.startswith(_TOWER):
+        # transformers 4.x nests SiglipVisionModel's weights under `vision_model.`, 5.x does not; openpi's keys have it
+        rest = our_key[len(_TOWER):]
+        return f"{PALI}vision_tower." + (rest if rest.startswith("vision_model.") else "vision_model." + rest)
     for ours, theirs in (
-        ("image_encoder.tower.", f"{PALI}vision_tower."),
         ("image_encoder.proj.", f"{PALI}multi_modal_projector.linear."),
         ("transformer.embed_tokens.", f"{PALI}language_model.embed_tokens."),
         ("transformer.vlm_norm.", f"{PALI}language_model.norm."),
