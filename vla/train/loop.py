@@ -139,6 +139,9 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         dataset = SyntheticDataset(mcfg, sd.num_samples, sd.cameras, sd.num_tokens, seed=cfg.seed)
         extra_files, num_episodes = {}, 0
     else:
+        if not (Path(task.dataset_root) / "meta" / "info.json").is_file():
+            raise FileNotFoundError(f"dataset {task.dataset_root} not found: run `python convert.py task={task.name}` "
+                                    "first, or point task.dataset_root at a converted dataset")
         transform = ModelTransform.load(mcfg, task.norm_stats)
         dataset = ChunkedDataset(task.dataset_root, task.repo_id, mcfg.action_horizon, transform)
         extra_files = {"norm_stats.json": Path(task.norm_stats), "tokenizer.model": transform.tokenizer.model_path}
