@@ -15,6 +15,7 @@ from vla.data.config import register_configs as register_data_configs
 from vla.models.config import register_configs as register_model_configs
 from vla.train.config import TrainConfig, register_configs
 from vla.train.launch import launch
+from vla.train.loop import TrainingError
 
 register_data_configs()
 register_model_configs()
@@ -28,9 +29,7 @@ def main(cfg: TrainConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         last = launch(cfg, run_dir)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        if type(e).__name__ == "ChildFailedError":
-            raise
+    except (FileNotFoundError, ValueError, TrainingError) as e:  # bad input or a stopped run: one line, no traceback
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     log.info("done: %s", ", ".join(f"{k}={v:.4g}" for k, v in (last or {}).items()))

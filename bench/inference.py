@@ -15,6 +15,7 @@ import json
 import torch
 from timing import cuda_median_ms
 
+from vla.data.transforms import move_to
 from vla.models import build_policy
 
 
@@ -30,8 +31,7 @@ def make_batch(cfg, B: int, tokens: int, device) -> dict:
         "token_mask": mask.clone(),
         "state": torch.randn(B, cfg.action_dim, generator=g),
     }
-    return {k: ({kk: vv.to(device) for kk, vv in v.items()} if isinstance(v, dict) else v.to(device))
-            for k, v in batch.items()}
+    return move_to(batch, device)
 
 
 def main() -> None:

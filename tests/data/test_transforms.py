@@ -155,13 +155,16 @@ def test_pi05_transform(transform):
     assert out["tokens"].tolist() == tokens.tolist() and out["token_mask"].tolist() == mask.tolist()
     assert transform.tokenizer.encode(PROMPT, sample["state"])[0].tolist() != tokens.tolist()
 
-    # images: visible -> resize-with-pad CHW uint8; masked -> zeros + False whatever it held; absent -> absent
-    assert set(out["images"]) == set(out["image_masks"]) == {"base_0_rgb", "left_wrist_0_rgb"}
+    # images: visible -> resize-with-pad CHW uint8; masked (whatever it held) or absent -> left out, and `collate`
+    # turns it into zeros + mask False next to a sample that has it
+    assert set(out["images"]) == set(out["image_masks"]) == {"base_0_rgb"}
     base = out["images"]["base_0_rgb"]
     assert base.dtype == torch.uint8 and base.shape == (3, 224, 224) and out["image_masks"]["base_0_rgb"].item()
     np.testing.assert_array_equal(base.permute(1, 2, 0).numpy(), resize_with_pad(sample["images"]["base_0_rgb"], 224))
-    wrist = out["images"]["left_wrist_0_rgb"]
-    assert wrist.shape == (3, 224, 224) and not wrist.any() and not out["image_masks"]["left_wrist_0_rgb"].item()
+    visible_wrist = transform(dict(sample, image_masks={"base_0_rgb": True, "left_wrist_0_rgb": True}))
+    batch = collate([out, visible_wrist])
+    assert batch["image_masks"]["left_wrist_0_rgb"].tolist() == [False, True]
+    assert not batch["images"]["left_wrist_0_rgb"][0].any() and batch["images"]["left_wrist_0_rgb"][1].any()
 
     # unnormalize_actions inverts the action path
     raw = transform.unnormalize_actions(out["actions"][None], 7)

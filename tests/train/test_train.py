@@ -122,7 +122,7 @@ def test_tensorboard_scalars_and_checkpoint_contents(datasets, tasks, tmp_path):
     torch.testing.assert_close(torch.tensor(tb_loss), torch.tensor(losses(tmp_path)))
     ckpt = tmp_path / "checkpoints" / "3"
     for name in ("model.safetensors", "ema.safetensors", "norm_stats.json", "tokenizer.model", "config.yaml",
-                 "state/.metadata", "state/train_state_rank0.pt"):
+                 "state/.metadata", "state/train_state.pt"):
         assert (ckpt / name).is_file(), name
     # the consolidated weights are in openpi's layout and load into a fresh policy; EMA differs from the raw weights
     raw, ema = load_file(ckpt / "model.safetensors"), load_file(ckpt / "ema.safetensors")
@@ -187,3 +187,16 @@ def test_tiny_model_overfits_a_few_real_demos(datasets, tmp_path):
     train(cfg, tmp_path)
     curve = losses(tmp_path)
     assert curve[-1] < curve[0] / 10, curve
+
+
+def test_resume_with_another_layout_and_no_silent_restart(datasets, tmp_path):
+    """The data position is kept in global samples: a run resumed with half the micro-batch (2 accumulation steps)
+    continues the same curve. Starting again over existing checkpoints without resume=true is refused."""
+    base = FAST + data_overrides(datasets["pickcube"]) + ["save_interval=3"]
+    train(compose_train(base + ["num_steps=6"]), tmp_path / "ref")
+    train(compose_train(base + ["num_steps=3"]), tmp_path / "run")
+    with pytest.raises(ValueError, match=r"already holds checkpoints \[3\]: pass resume=true"):
+        train(compose_train(base + ["num_steps=6"]), tmp_path / "run")
+    train(compose_train(base + ["num_steps=6", "resume=true", "hardware.micro_batch_size=4"]), tmp_path / "run")
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "run")), torch.tensor(losses(tmp_path / "ref")),
+                               rtol=2e-5, atol=0)

@@ -10,7 +10,6 @@ from the actions column cached once at start-up: lerobot's chunk query decodes t
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -113,7 +112,8 @@ def make_dataloader(
     seed: int = 0,
 ) -> DataLoader:
     """Workers are started with 'spawn' (forked workers inherit torchcodec's decoder state and crash on video datasets)
-    and kept alive across epochs; each worker's RNG is seeded from (seed, rank, worker id) by torch."""
+    and kept alive across epochs. They draw no random numbers (augmentation runs on the batch, on the training
+    device), so the data a step sees depends only on the sampler."""
     kwargs = {}
     if num_workers > 0:
         kwargs = dict(
@@ -130,10 +130,6 @@ def make_dataloader(
         generator=torch.Generator().manual_seed(seed),
         **kwargs,
     )
-
-
-def steps_per_epoch(sampler: EpochSampler, batch_size: int) -> int:
-    return math.floor(sampler.per_rank / batch_size)
 
 
 class SyntheticDataset(torch.utils.data.Dataset):

@@ -375,12 +375,12 @@ def observation_from_env(obs: dict, task: TaskConfig, prompt: str | None = None,
     """A ManiSkill observation (obs_mode="rgb"; batched over envs as ManiSkill returns it) -> the observation schema
     of the converted datasets: the task's cameras under their schema keys, the hand camera's stand-in as zeros and
     mask False when the task has none, state = qpos[:state_dim]."""
-    from vla.data.lerobot import DATASET_IMAGE_KEYS
+    from vla.data.lerobot import DATASET_IMAGE_KEYS, camera_for
 
     S = task.image_size
     images, masks = {}, {}
     for schema_key in DATASET_IMAGE_KEYS:
-        cam = next((c for c, k in task.cameras.items() if k == schema_key), None)
+        cam = camera_for(task, schema_key)
         if cam is None:
             images[schema_key], masks[schema_key] = np.zeros((S, S, 3), np.uint8), False
         else:

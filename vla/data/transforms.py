@@ -15,6 +15,7 @@ is the train-time image augmentation, run on a batch wherever the batch lives (t
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,17 +135,14 @@ class ModelTransform:
             "token_mask": torch.from_numpy(token_mask),
             "state": torch.from_numpy(pad_last(state, self.cfg.action_dim)),
         }
-        for key in self.cfg.image_keys:  # cameras the sample lacks are added as zeros + mask False by `collate`
-            if key not in sample["images"]:
+        for key in self.cfg.image_keys:
+            # A masked (stand-in) or missing camera is left out: `collate` gives it zeros + mask False where other
+            # samples of the batch have it, and drops it where none has (the model treats both alike).
+            if key not in sample["images"] or not sample["image_masks"].get(key, True):
                 continue
-            visible = bool(sample["image_masks"].get(key, True))
-            if visible:
-                img = resize_with_pad(to_uint8_hwc(sample["images"][key]), self.image_size)
-                img = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-            else:  # a stand-in camera is zeros and masked, whatever the sample holds
-                img = torch.zeros(3, self.image_size, self.image_size, dtype=torch.uint8)
-            out["images"][key] = img
-            out["image_masks"][key] = torch.tensor(visible)
+            img = resize_with_pad(to_uint8_hwc(sample["images"][key]), self.image_size)
+            out["images"][key] = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+            out["image_masks"][key] = torch.tensor(True)
         if "actions" in sample:
             actions = self.action_norm.normalize(sample["actions"])
             out["actions"] = torch.from_numpy(pad_last(actions, self.cfg.action_dim))
@@ -243,7 +241,14 @@ def _geometric(x: torch.Tensor, cfg: AugmentConfig, draw: _Draws) -> torch.Tenso
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
+_FROM_YIQ = torch.linalg.inv(_TO_YIQ)
+
+
+@functools.lru_cache(maxsize=None)
+def _yiq_matrices(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB<->YIQ on `device`, copied once (a per-step host->device copy would block the training step)."""
+    return _TO_YIQ.float().to(device), _FROM_YIQ.float().to(device)
 
 
 def _color(x: torch.Tensor, cfg: AugmentConfig, draw: _Draws) -> torch.Tensor:
@@ -257,11 +262,11 @@ def _color(x: torch.Tensor, cfg: AugmentConfig, draw: _Draws) -> torch.Tensor:
     y = grey + (y - grey) * view(draw(1 - cfg.saturation, 1 + cfg.saturation))
     # Hue: rotate the chroma plane of YIQ by 2*pi*h (a per-sample linear map, no HSV round trip).
     a = draw(-cfg.hue, cfg.hue) * 2 * math.pi
-    to_yiq = _TO_YIQ.to(x.device)
+    to_yiq, from_yiq = _yiq_matrices(x.device)
     rot = torch.zeros(B, 3, 3, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = a.cos(), -a.sin(), a.sin(), a.cos()
-    m = torch.linalg.inv(to_yiq) @ rot @ to_yiq  # (B, 3, 3)
+    m = from_yiq @ rot @ to_yiq  # (B, 3, 3)
     y = torch.einsum("bij,bjhw->bihw", m, y)
     return torch.where(apply, y, x).clamp(0.0, 1.0)
 

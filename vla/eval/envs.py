@@ -2,7 +2,8 @@
 call. Each worker owns one env made by `vla.data.maniskill.make_env` (the demos' control mode, sim backend, sensor
 size and shader) and speaks a tiny protocol over a pipe:
 
-  ("reset", seed)          -> observation schema                 (reconfigure=True: a new scene every episode)
+  ("reset", (seed, video)) -> (observation schema, frames or None)  (reconfigure=True: a new scene every episode;
+                                                                   video: this episode's frames are recorded)
   ("run", actions (k, A))  -> (observation schema, successes (k,), frames or None)
                               executes the k actions; terminations are ignored (ManiSkill's evaluation protocol);
                               the caller stops at max_episode_steps
@@ -46,12 +47,12 @@ def _frame(obs_schema: dict) -> np.ndarray:
     return np.concatenate(imgs, axis=1)
 
 
-def _worker(conn, task: TaskConfig, record_video: bool) -> None:
+def _worker(conn, task: TaskConfig) -> None:
     import torch
 
     quiet_worker()  # errors travel back through the pipe
     torch.set_num_threads(1)  # physics + CPU rendering; the policy process owns the other cores
-    env = None
+    env, record_video = None, False
     try:
         env = make_env(task)
         while True:
@@ -59,7 +60,8 @@ def _worker(conn, task: TaskConfig, record_video: bool) -> None:
             if cmd == "close":
                 break
             if cmd == "reset":
-                obs, _ = env.reset(seed=int(arg), options=dict(reconfigure=True))
+                seed, record_video = arg
+                obs, _ = env.reset(seed=int(seed), options=dict(reconfigure=True))
                 schema = observation_from_env(obs, task)
                 conn.send(("ok", (schema, [_frame(schema)] if record_video else None)))
             elif cmd == "run":
@@ -81,13 +83,13 @@ def _worker(conn, task: TaskConfig, record_video: bool) -> None:
 class EnvPool:
     """`n` env worker processes for one task."""
 
-    def __init__(self, task: TaskConfig, n: int, record_video: bool = False):
+    def __init__(self, task: TaskConfig, n: int):
         check_sim_backend(task)
         ctx = mp.get_context("spawn")  # SAPIEN / Vulkan state must not be forked
         self.conns, self.procs = [], []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, task, record_video), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, task), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)
@@ -118,6 +120,8 @@ class EnvPool:
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.kill()
+        for conn in self.conns:
+            conn.close()
 
     def __enter__(self) -> EnvPool:
         return self

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from vla.eval.config import EvalConfig
-from vla.eval.policy import Policy, resolve_checkpoint
+from vla.eval.policy import Policy
 from vla.eval.report import write_results
 from vla.eval.rollout import run_episodes
 
@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     task = cfg.task
+    if cfg.num_episodes < 1:
+        raise ValueError(f"num_episodes={cfg.num_episodes}: evaluate at least one episode")
     policy = Policy.load(
         cfg.checkpoint, cfg.model, cfg.norm_stats or task.norm_stats, task.action_dim, cfg.device, cfg.precision,
         cfg.num_denoise_steps,
@@ -32,7 +34,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
     info = {
         "task": task.name, "env_id": task.env_id, "control_mode": task.control_mode, "sim_backend": task.sim_backend,
         "max_episode_steps": max_steps, "replan_steps": replan, "action_horizon": H, "seed": cfg.seed,
-        "checkpoint": str(resolve_checkpoint(cfg.checkpoint)) if cfg.checkpoint else None,
+        "checkpoint": str(policy.checkpoint) if policy.checkpoint else None,
         "model": policy.cfg.name, "num_denoise_steps": cfg.num_denoise_steps or policy.cfg.num_denoise_steps,
         "prompt": cfg.prompt or task.prompt, "num_envs": cfg.num_envs, "device": cfg.device,
         "precision": cfg.precision, "wall_s": time.perf_counter() - t0,

@@ -16,9 +16,9 @@ from vla.models import build_policy, load_policy_config
 from vla.models.config import PolicyConfig
 from vla.models.weights import find_weights, load_pretrained
 from vla.train.checkpoint import checkpoint_steps
+from vla.train.parallel import DTYPES
 
 log = logging.getLogger(__name__)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -33,9 +33,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 class Policy:
     def __init__(self, model: torch.nn.Module, transform: ModelTransform, action_dim: int, device: torch.device,
-                 num_denoise_steps: int | None = None):
+                 num_denoise_steps: int | None = None, checkpoint: Path | None = None):
         self.model, self.transform, self.action_dim, self.device = model, transform, action_dim, device
         self.num_denoise_steps = num_denoise_steps
+        self.checkpoint = checkpoint  # the directory the weights came from (a run dir resolved to its checkpoint)
         self.cfg: PolicyConfig = model.cfg
 
     @classmethod
@@ -60,16 +61,20 @@ class Policy:
                 norm_stats = checkpoint / "norm_stats.json"
             if (checkpoint / "tokenizer.model").is_file():
                 tokenizer = checkpoint / "tokenizer.model"
-        model = build_policy(model_cfg)
+        dev = torch.device(device)
+        with torch.device("meta"):  # allocated on the device directly: no CPU init of a 3B model first
+            model = build_policy(model_cfg)
+        model.to_empty(device=dev)
         if checkpoint is not None:
+            model.init_buffers()
             load_pretrained(model, checkpoint)
             log.info("policy %s: weights %s, norm stats %s", model_cfg.name, find_weights(checkpoint)[1], norm_stats)
         else:
+            model.init_weights()
             log.warning("no checkpoint given: evaluating the from-scratch init of %s", model_cfg.name)
-        dev = torch.device(device)
-        model = model.to(dev, DTYPES[precision]).eval()
+        model = model.to(DTYPES[precision]).eval()
         transform = ModelTransform.load(model_cfg, norm_stats, tokenizer)
-        return cls(model, transform, action_dim, dev, num_denoise_steps)
+        return cls(model, transform, action_dim, dev, num_denoise_steps, checkpoint)
 
     @torch.no_grad()
     def act(self, observations: list[dict], noise: torch.Tensor | None = None) -> np.ndarray:

@@ -23,7 +23,7 @@ def replay_demos(task: TaskConfig, input_path, num_envs: int = 2, max_episode_st
         for start in range(0, len(episodes), len(pool)):
             group = list(enumerate(episodes[start:start + len(pool)]))
             for w, ep in group:
-                pool.send(w, "reset", ep.seed)
+                pool.send(w, "reset", (ep.seed, False))
             for w, _ in group:
                 pool.recv(w)
             for w, ep in group:

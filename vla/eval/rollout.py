@@ -70,9 +70,9 @@ def run_episodes(
     done: list[Episode] = []
     n = min(num_envs, num_episodes)
     running: dict[int, Episode] = {}
-    bar = tqdm(total=num_episodes, desc=f"eval {task.name}", unit="episode", disable=not progress)
-
-    with EnvPool(task, n, record_video=videos > 0) as pool:
+    with EnvPool(task, n) as pool, tqdm(
+        total=num_episodes, desc=f"eval {task.name}", unit="episode", disable=not progress
+    ) as bar:
 
         def start(workers: list[int]) -> None:
             workers = workers[: len(pending)]
@@ -80,10 +80,9 @@ def run_episodes(
                 i = pending.pop(0)
                 ep = Episode(i, seed + i, t0=time.perf_counter(), generator=torch.Generator().manual_seed(seed + i))
                 running[w] = ep
-                pool.send(w, "reset", ep.seed)
+                pool.send(w, "reset", (ep.seed, ep.index < videos))
             for w in workers:
-                running[w].obs, frames = pool.recv(w)
-                running[w].frames = frames if running[w].index < videos else None
+                running[w].obs, running[w].frames = pool.recv(w)
 
         start(list(range(n)))
         while running:
@@ -126,5 +125,4 @@ def run_episodes(
             for w in finished:
                 del running[w]
             start(finished)
-    bar.close()
     return sorted(done, key=lambda e: e.index)

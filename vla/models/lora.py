@@ -55,12 +55,6 @@ def apply_lora(policy: nn.Module, vlm_rank: int, vlm_alpha: float, expert_rank: 
     return lora_names
 
 
-def init_lora(policy: nn.Module) -> None:
-    for m in policy.modules():
-        if isinstance(m, LoRALinear):
-            m.reset_lora()
-
-
 def lora_scales(policy: nn.Module) -> dict[str, float]:
     """{module name: alpha / rank} of every LoRALinear, for `merge_lora`."""
     return {name: m.scale for name, m in policy.named_modules() if isinstance(m, LoRALinear)}

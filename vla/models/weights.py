@@ -111,17 +111,6 @@ def convert_openpi_state(
     return {mine: openpi_state[theirs] for theirs, mine in wanted.items()}
 
 
-def load_openpi_state(
-    model: torch.nn.Module, openpi_state: dict[str, torch.Tensor], source: str = "checkpoint"
-) -> None:
-    """Copy an openpi-PyTorch-keyed state dict into `model` (fp32 master weights), strictly."""
-    ours = model.state_dict()
-    converted = convert_openpi_state(openpi_state, ours, model.cfg.pi05, source)
-    with torch.no_grad():
-        for name, value in converted.items():
-            ours[name].copy_(value.to(ours[name].dtype))
-
-
 # --------------------------------------------------------------------------- PyTorch files (openpi, LeRobot)
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """openpi or LeRobot `model.safetensors` -> openpi-keyed tensors (LeRobot's `model.` prefix removed)."""

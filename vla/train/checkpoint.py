@@ -4,7 +4,7 @@
     model.safetensors   consolidated weights in openpi's PyTorch layout (LoRA merged): any loader takes it
     ema.safetensors     the same for the EMA weights (when EMA is on; preferred by `model.pretrained` and eval)
     state/              torch.distributed.checkpoint of model, optimizer and EMA (sharded, any world size)
-                        + train_state_rank<r>.pt: step, data position, schedule, RNG of each rank
+                        + train_state.pt: step, data position (in global samples), RNG (the same on every rank)
     norm_stats.json  tokenizer.model  config.yaml
 """
 
@@ -94,7 +94,8 @@ def save_checkpoint(
     dist.barrier()
 
     dcp.save({"train": TrainingState(model, optimizer, ema)}, checkpoint_id=str(tmp / "state"))
-    torch.save(train_state, tmp / "state" / f"train_state_rank{rank}.pt")
+    if rank == 0:
+        torch.save(train_state, tmp / "state" / "train_state.pt")
     weights = full_state_dict(model)
     ema_weights = full_ema_state_dict(ema, weights, rank) if ema is not None else None
     if rank == 0:
@@ -107,8 +108,6 @@ def save_checkpoint(
         (tmp / "config.yaml").write_text(config_yaml)
     dist.barrier()
     if rank == 0:
-        if final.exists():
-            shutil.rmtree(final)
         tmp.rename(final)
         prune_checkpoints(run_dir, keep_last, keep_period)
     dist.barrier()
@@ -116,6 +115,9 @@ def save_checkpoint(
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int, keep_period: int | None) -> None:
+    """Keep the newest `keep_last` and every multiple of `keep_period`; drop temp dirs of interrupted saves."""
+    for stale in (Path(run_dir) / "checkpoints").glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     steps = checkpoint_steps(run_dir)
     keep = set(steps[-keep_last:]) if keep_last > 0 else set()
     if keep_period:
@@ -128,12 +130,9 @@ def prune_checkpoints(run_dir: Path, keep_last: int, keep_period: int | None) ->
 def load_checkpoint(
     ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema: EMA | None
 ) -> dict:
-    """Restore model, optimizer and EMA in place from `ckpt_dir/state`; return this rank's train state."""
-    rank = dist.get_rank()
-    state_file = ckpt_dir / "state" / f"train_state_rank{rank}.pt"
+    """Restore model, optimizer and EMA in place from `ckpt_dir/state` (any world size); return the train state."""
+    state_file = ckpt_dir / "state" / "train_state.pt"
     if not state_file.is_file():
-        raise FileNotFoundError(
-            f"{state_file}: missing (the checkpoint was written by a run with fewer ranks; resume needs the same world size)"
-        )
+        raise FileNotFoundError(f"{state_file}: missing (not a complete training checkpoint)")
     dcp.load({"train": TrainingState(model, optimizer, ema)}, checkpoint_id=str(ckpt_dir / "state"))
     return torch.load(state_file, weights_only=False)

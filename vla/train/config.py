@@ -91,7 +91,7 @@ class TrainConfig:
     keep_period: int | None = 5000  # ... plus every checkpoint whose step is a multiple of this
     resume: bool = False  # continue from the newest checkpoint of the run directory
     use_augmentation: bool = True  # train-time image augmentation (spec §4.3)
-    mask_padded_actions: bool = False  # exclude chunk steps past the episode end from the loss (openpi does not)
+    mask_padded_actions: bool = False  # chunk steps past the episode end count as zero loss (openpi keeps them)
     progress: bool = True  # progress bar on rank 0
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import shutil
 import time
-from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -69,7 +68,9 @@ def init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
         device = torch.device("cpu")
     if not dist.is_initialized():
         if "RANK" in os.environ:
-            dist.init_process_group(hw.backend, device_id=device if hw.device == "cuda" else None)
+            # 30 min: the other ranks wait at a barrier while rank 0 writes the consolidated weights (2 x 13 GB)
+            dist.init_process_group(hw.backend, device_id=device if hw.device == "cuda" else None,
+                                    timeout=timedelta(minutes=30))
         else:
             dist.init_process_group(hw.backend, store=dist.HashStore(), rank=0, world_size=1)
     return rank, world, device
@@ -101,8 +102,9 @@ def build_model(cfg: TrainConfig, mesh, device: torch.device, rank: int) -> tupl
             lc = cfg.lora
             apply_lora(policy, lc.vlm_rank, lc.vlm_alpha, lc.expert_rank, lc.expert_alpha, lc.init_std)
             scales = lora_scales(policy)
+    unused = set(policy.unused_parameter_names())
     for name, p in policy.named_parameters():  # they get no gradient: no optimizer state, no EMA
-        if name in set(policy.unused_parameter_names()):
+        if name in unused:
             p.requires_grad_(False)
     parallelize(policy, cfg.hardware, mesh)
     policy.to_empty(device=device)
@@ -127,8 +129,19 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> dict:
         dist.destroy_process_group()
 
 
+def check_config(cfg: TrainConfig, run_dir: Path) -> None:
+    """Settings that would otherwise fail mid-run, or silently destroy a previous run's checkpoints."""
+    learning_rate(cfg.optim.warmup_steps, cfg.optim)  # an unknown schedule raises now, not after the warmup
+    if cfg.keep_last < 1:
+        raise ValueError(f"keep_last={cfg.keep_last}: at least the newest checkpoint must be kept")
+    if not cfg.resume and checkpoint_steps(run_dir):
+        raise ValueError(f"{run_dir} already holds checkpoints {checkpoint_steps(run_dir)}: pass resume=true to "
+                         "continue that run, or choose another run_name")
+
+
 def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device) -> dict:
     micro, accum = batch_layout(cfg, world)
+    check_config(cfg, run_dir)
     mesh = init_device_mesh(device.type, (world,))
     run_dir.mkdir(parents=True, exist_ok=True)
     task, mcfg = cfg.task, cfg.model
@@ -147,7 +160,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         extra_files = {"norm_stats.json": Path(task.norm_stats), "tokenizer.model": transform.tokenizer.model_path}
         num_episodes = dataset.num_episodes
     sampler = EpochSampler(len(dataset), seed=cfg.seed, rank=rank, world_size=world)
-    batches_per_epoch = sampler.per_rank // micro
+    # whole optimizer steps per epoch: a step never mixes two epochs, whatever the micro-batch / rank layout
+    batches_per_epoch = sampler.per_rank // (micro * accum) * accum
     if batches_per_epoch < 1:
         raise ValueError(f"{task.dataset_root}: {len(dataset)} frames give no batch of {micro} per rank")
     if rank == 0 and cfg.synthetic_data.enabled:
@@ -175,9 +189,9 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     if cfg.resume and (steps := checkpoint_steps(run_dir)):
         ckpt = run_dir / "checkpoints" / str(steps[-1])
         st = load_checkpoint(ckpt, policy, optimizer, ema)
-        step, epoch, batch_in_epoch = st["step"], st["epoch"], st["batch_in_epoch"]
-        gen.set_state(st["generator"])
-        torch.set_rng_state(st["torch_rng"])
+        # the data position is stored in global samples (a multiple of the global batch): any layout resumes it
+        step, epoch, batch_in_epoch = st["step"], st["epoch"], st["samples_in_epoch"] // (micro * world)
+        gen.set_state(st["generator"].to(gen.get_state().device))
         if rank == 0:
             log.info("resumed from %s (step %d, epoch %d, batch %d)", ckpt, step, epoch, batch_in_epoch)
     elif cfg.resume and rank == 0:
@@ -241,9 +255,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                                           select=rows)
             policy.set_requires_gradient_sync(m == accum - 1)
             loss_BH = policy(batch, noise=noise_all[rows], time=time_all[rows])
-            if cfg.mask_padded_actions:
-                valid = (~batch["actions_is_pad"]).float()
-                loss = (loss_BH * valid).sum() / valid.sum().clamp(min=1.0)
+            if cfg.mask_padded_actions:  # padded chunk steps count as zero (a fixed denominator: layout-invariant)
+                loss = (loss_BH * (~batch["actions_is_pad"]).float()).mean()
             else:
                 loss = loss_BH.mean()
             (loss / accum).backward()
@@ -266,6 +279,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         at_save = cfg.save_interval is not None and (step % cfg.save_interval == 0 or step == cfg.num_steps)
         if step % cfg.log_interval == 0 or at_save or step == cfg.num_steps:
             # the only host syncs: once per log interval (and before every save, so no NaN reaches disk)
+            dist.all_reduce(first_bad_step, op=dist.ReduceOp.MAX)  # every rank stops together
             bad_step = int(first_bad_step.item())
             if bad_step >= 0:
                 raise TrainingError(
@@ -297,8 +311,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                 torch.cuda.reset_peak_memory_stats(device)
         if at_save:
             train_state = {
-                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "step": step, "epoch": epoch, "samples_in_epoch": batch_in_epoch * micro * world,
+                "generator": gen.get_state().cpu(),
             }
             path = save_checkpoint(
                 run_dir, step, policy, optimizer, ema, train_state, extra_files, config_yaml, scales,
