@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device-tool call: full-size Pi0.5 through train.py on one GPU (real converted PickCube frames), then the
-# training-step benchmark. Logs and JSON go to $OUT (or ./bench_out). Needs the wheels of bench/README.md in .whl/.
+# training-step benchmark. Logs and JSON go to $OUT (or ./bench_out). Needs the wheels listed in bench/README.md in .whl/.
 set -uo pipefail
 OUT=${OUT:-bench_out}; mkdir -p "$OUT"
 if [ -d .whl ]; then
