@@ -141,3 +141,24 @@ def test_interrupt_mid_episode_leaves_nothing(demo_files, tasks, tmp_path, monke
     assert len(writes) == written, "lerobot's writer threads were still writing PNGs after write_dataset returned"
     assert written == 2 * 39 and max(writes) <= raised  # both cameras of the 39 frames added before the interrupt
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_video_dataset_reads_back_through_the_training_dataset(demo_files, tasks, datasets, tmp_path):
+    """use_videos=True: AV1 mp4s written by lerobot, decoded by lerobot (torchcodec) through ChunkedDataset; lossy
+    but close to the exact PNG frames, and much smaller."""
+    from vla.data.dataset import ChunkedDataset
+
+    task = tasks["pickcube"]
+    report = write_dataset(read_episodes(demo_files["pickcube"], task), tmp_path / "vds", task, 10, use_videos=True)
+    assert list((tmp_path / "vds" / "videos").rglob("*.mp4")) and not list((tmp_path / "vds" / "data").rglob("*.png"))
+    video, png = (ChunkedDataset(root, task.repo_id, 10) for root in (report.root, datasets["pickcube"]))
+    assert len(video) == len(png) == report.frames
+    for i in (0, len(png) // 2, len(png) - 1):
+        a, b = video[i], png[i]
+        diff = (a["images"]["base_0_rgb"] - b["images"]["base_0_rgb"]).abs().mean().item() * 255
+        assert diff < 8, (i, diff)  # measured ~3.4/255 at 256 px
+        np.testing.assert_array_equal(a["state"], b["state"])
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+    png_bytes = sum(p.stat().st_size for p in (datasets["pickcube"] / "data").rglob("*.parquet"))
+    assert report.bytes < png_bytes / 2
