@@ -19,6 +19,13 @@ def trajectories(path: Path) -> list[str]:
         return sorted(f, key=lambda k: int(k.split("_")[1]))
 
 
+def expected_state(path: Path, traj: str, task, length: int) -> np.ndarray:
+    """The state a task's episode should carry: qpos[:qpos_dim], then each state_extra key of obs/extra."""
+    parts = [read_h5(path, traj, "obs/agent/qpos")[:length, : task.qpos_dim]]
+    parts += [read_h5(path, traj, f"obs/extra/{key}")[:length, :dims] for key, dims in task.state_extra.items()]
+    return np.concatenate(parts, axis=1)
+
+
 def read_h5(path: Path, traj: str, key: str) -> np.ndarray:
     """One dataset of a ManiSkill .h5 read directly with h5py (independently of vla.data.maniskill)."""
     with h5py.File(path, "r") as f:

@@ -105,6 +105,23 @@ def test_items_equal_lerobot_rows(datasets, tasks):
     assert ds[n - 1]["actions_is_pad"].tolist() == [False] + [True] * (H - 1)
 
 
+@pytest.mark.slow
+def test_cached_items_equal_lerobot_rows(datasets, tasks):
+    """cache_images=True serves every row from start-up caches: the same sample as lerobot's per-row read."""
+    task = tasks["stackcube"]
+    ds = ChunkedDataset(datasets["stackcube"], task.repo_id, ACTION_HORIZON)
+    cached = ChunkedDataset(datasets["stackcube"], task.repo_id, ACTION_HORIZON, cache_images=True)
+    assert cached.cache["image"].is_shared()  # spawned DataLoader workers map it instead of copying it
+    for i in range(len(ds)):
+        a, b = cached[i], ds[i]
+        assert set(a) == set(b) and a["prompt"] == b["prompt"] and a["image_masks"] == b["image_masks"]
+        for key, image in b["images"].items():
+            assert torch.equal(a["images"][key], (image * 255).round().to(torch.uint8).permute(1, 2, 0)), (i, key)
+        np.testing.assert_array_equal(a["state"], b["state"])
+        np.testing.assert_array_equal(a["actions"], b["actions"])
+        np.testing.assert_array_equal(a["actions_is_pad"], b["actions_is_pad"])
+
+
 def test_chunked_dataset_needs_a_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a LeRobot dataset"):
         ChunkedDataset(tmp_path, "vla/none", 10)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.data.helpers import read_h5, trajectories
+from tests.data.helpers import expected_state, read_h5, trajectories
 from vla.data.lerobot import schema_from_row, write_dataset
 from vla.data.maniskill import read_episodes
 
@@ -37,7 +37,8 @@ def test_dataset_equals_maniskill_files(name, demo_files, datasets, tasks):
     assert tuple(feats["image"]["shape"]) == tuple(feats["wrist_image"]["shape"]) == (S, S, 3)
     assert feats["wrist_mask"]["dtype"] == "bool"
     assert feats["state"]["dtype"] == feats["actions"]["dtype"] == "float32"
-    assert tuple(feats["state"]["shape"]) == (task.state_dim,)
+    assert tuple(feats["state"]["shape"]) == (task.state_dim,) == ({"pickcube": 11, "stackcube": 8}[name],)
+    assert feats["state"]["names"][-1] == {"pickcube": "goal_pos_2", "stackcube": "finger"}[name]
     assert tuple(feats["actions"]["shape"]) == (task.action_dim,)
 
     trajs = trajectories(h5)
@@ -50,7 +51,7 @@ def test_dataset_equals_maniskill_files(name, demo_files, datasets, tasks):
     i = 0
     for ep, traj in enumerate(trajs):
         actions = read_h5(h5, traj, "actions")
-        qpos = read_h5(h5, traj, "obs/agent/qpos")
+        state = expected_state(h5, traj, task, len(actions))
         base = read_h5(h5, traj, "obs/sensor_data/base_camera/rgb")
         wrist = read_h5(h5, traj, f"obs/sensor_data/{wrist_cam}/rgb") if wrist_cam else None
         for t in range(len(actions)):
@@ -65,7 +66,7 @@ def test_dataset_equals_maniskill_files(name, demo_files, datasets, tasks):
                 assert row["wrist_mask"].item()
                 np.testing.assert_array_equal(_to_uint8_hwc(row["wrist_image"]), wrist[t])
             assert row["state"].dtype == row["actions"].dtype == torch.float32
-            np.testing.assert_array_equal(row["state"].numpy(), qpos[t, :8])
+            np.testing.assert_array_equal(row["state"].numpy(), state[t])
             np.testing.assert_array_equal(row["actions"].numpy(), actions[t])
             i += 1
     assert base.shape[0] == len(actions) + 1  # sanity: ManiSkill stores T+1 observations
@@ -162,3 +163,11 @@ def test_video_dataset_reads_back_through_the_training_dataset(demo_files, tasks
         np.testing.assert_array_equal(a["actions"], b["actions"])
     png_bytes = sum(p.stat().st_size for p in (datasets["pickcube"] / "data").rglob("*.parquet"))
     assert report.bytes < png_bytes / 2
+    # the start-up frame cache (PyAV, whole files) gives exactly lerobot's per-row decode (torchcodec, by timestamp)
+    cached = ChunkedDataset(report.root, task.repo_id, 10, cache_images=True)
+    for i in range(len(video)):
+        a, b = cached[i], video[i]
+        for key in ("base_0_rgb", "left_wrist_0_rgb"):
+            assert torch.equal(a["images"][key], (b["images"][key] * 255).round().to(torch.uint8).permute(1, 2, 0)), (i, key)
+        assert a["prompt"] == b["prompt"] and a["image_masks"] == b["image_masks"]
+        np.testing.assert_array_equal(a["state"], b["state"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.data.helpers import read_h5, trajectories
+from tests.data.helpers import expected_state, read_h5, trajectories
 from vla.data.config import ConvertConfig
 from vla.data.convert import convert
 from vla.data.maniskill import DataError, read_episodes
@@ -28,10 +28,14 @@ def test_read_episodes_matches_h5(demo_files, tasks):
         actions = read_h5(h5, e.traj, "actions")
         assert len(e) == len(actions) >= 1
         np.testing.assert_array_equal(e.actions, actions)
-        np.testing.assert_array_equal(e.state, read_h5(h5, e.traj, "obs/agent/qpos")[: len(e), :8])
-        assert e.state.dtype == e.actions.dtype == np.float32 and e.state.shape == (len(e), 8)
+        np.testing.assert_array_equal(e.state, expected_state(h5, e.traj, tasks["pickcube"], len(e)))
+        assert e.state.dtype == e.actions.dtype == np.float32 and e.state.shape == (len(e), 11)
+        # qpos, then PickCube's goal position (hidden from the cameras): fixed within an episode, new each episode
+        np.testing.assert_array_equal(e.state[:, :8], read_h5(h5, e.traj, "obs/agent/qpos")[: len(e), :8])
+        assert np.ptp(e.state[:, 8:], axis=0).max() < 1e-6
         rgb = read_h5(h5, e.traj, "obs/sensor_data/base_camera/rgb")
         np.testing.assert_array_equal(e.images("base_camera"), rgb[:-1])
+    assert len({tuple(e.state[0, 8:].round(4)) for e in episodes}) == len(episodes)
     # a directory of .h5 files reads the same
     assert [e.traj for e in read_episodes(h5.parent, tasks["pickcube"])] == [e.traj for e in episodes]
 

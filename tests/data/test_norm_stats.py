@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.data.helpers import ACTION_HORIZON, read_h5, trajectories
+from tests.data.helpers import ACTION_HORIZON, expected_state, read_h5, trajectories
 from vla.data.norm_stats import (
     action_chunks,
     compute_norm_stats,
@@ -43,7 +43,7 @@ def _assert_stats_close(a, b, dims, rtol=1e-6, atol=1e-7):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["pickcube", "stackcube"])
-def test_norm_stats_file_matches_direct_computation(name, demo_files, datasets):
+def test_norm_stats_file_matches_direct_computation(name, demo_files, datasets, tasks):
     h5 = demo_files[name]
     path = datasets[name] / "norm_stats.json"
     doc = json.loads(path.read_text())
@@ -53,9 +53,9 @@ def test_norm_stats_file_matches_direct_computation(name, demo_files, datasets):
 
     trajs = trajectories(h5)
     actions = [read_h5(h5, t, "actions") for t in trajs]
-    states = [read_h5(h5, t, "obs/agent/qpos")[: len(a), :8] for t, a in zip(trajs, actions)]
+    states = [expected_state(h5, t, tasks[name], len(a)) for t, a in zip(trajs, actions)]
     expected = _direct_stats(states, actions, ACTION_HORIZON)
-    dims = {"state": 8, "actions": 7}
+    dims = {"state": tasks[name].state_dim, "actions": 7}
     _assert_stats_close(doc["norm_stats"], expected, dims)
 
     # recomputed from the written dataset (parquet): the file, exactly; another horizon changes only the actions

@@ -69,14 +69,14 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     episodes = json.loads((out / "episodes.json").read_text())
-    assert [e["seed"] for e in episodes] == [0, 1, 2]  # one distinct seed per episode
+    assert [e["seed"] for e in episodes] == [100000, 100001, 100002]  # distinct, and none a demo seed
     assert all(e["steps"] == 12 for e in episodes)  # terminations ignored: every episode runs its full length
     summary = json.loads((out / "summary.json").read_text())
     assert summary["episodes"] == 3 and summary["control_mode"] == "pd_ee_delta_pose"
     assert summary["sim_backend"] == "physx_cpu" and summary["replan_steps"] == 4
     assert summary["success_once"] == sum(e["success_once"] for e in episodes) / 3
     assert (out / "success.png").stat().st_size > 0 and "| pickcube | 3 |" in (out / "summary.md").read_text()
-    videos = list((out / "videos").glob("episode000_seed0_*.mp4"))
+    videos = list((out / "videos").glob("episode000_seed100000_*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 0
 
 

@@ -147,6 +147,13 @@ def test_multirun_sweep_makes_one_run_per_task(datasets, tmp_path):
         assert OmegaConf.load(r / "config.yaml").task.name in r.name
 
 
+def test_dataset_of_another_state_layout_is_refused(datasets, tmp_path):
+    """PickCube's state carries the hidden goal (11 dims); a dataset converted with 8 is refused in one line."""
+    with pytest.raises(ValueError, match=r"feature 'state' has shape \(8,\), task pickcube expects \(11,\)"):
+        train(compose_train(FAST + data_overrides(datasets["stackcube"]) + ["num_steps=1"]), tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_non_finite_loss_stops_with_the_step_and_saves_nothing_bad(datasets, tmp_path):
     cfg = compose_train(FAST + data_overrides(datasets["pickcube"]) +
                         ["num_steps=20", "save_interval=1", "optim.lr=1e30", "optim.clip_grad_norm=1e30"])

@@ -36,12 +36,18 @@ class TaskConfig:
     cameras: dict[str, str] = field(default_factory=lambda: {"base_camera": "base_0_rgb"})
     image_size: int = 256  # sensor width = height (sensor_configs), the stored image size
     shader: str = "default"  # sensor shader pack used for demos; eval must render with the same one
-    state_dim: int = 8  # qpos[:8]: 7 arm joints + one finger
+    state_dim: int = 8  # state size: qpos[:qpos_dim] (7 arm joints + one finger), then the state_extra entries
+    # obs/extra/<key> -> dims, appended to the state: what the cameras cannot see (PickCube's goal is hidden from them)
+    state_extra: dict[str, int] = field(default_factory=dict)
     action_dim: int = 7  # pd_ee_delta_pose: xyz delta, rotation delta, gripper
     repo_id: str = MISSING  # LeRobot repo id written into the dataset (never pushed)
     dataset_root: str = MISSING  # LeRobot dataset directory
     norm_stats: str = MISSING  # norm_stats.json path (next to the dataset)
     demos: DemoConfig = field(default_factory=DemoConfig)
+
+    @property
+    def qpos_dim(self) -> int:
+        return self.state_dim - sum(self.state_extra.values())
 
 
 @dataclass

@@ -6,6 +6,11 @@ state and task). The action chunk a_t .. a_{t+H-1} is what `LeRobotDataset(delta
 returns — indices past the episode end clamped to its last frame and flagged in `actions_is_pad` — but it is taken
 from the actions column cached once at start-up: lerobot's chunk query decodes the images of all H rows as well
 (~180 ms per sample for H=50 with PNG frames, against ~3 ms for the row alone). A test pins the two to each other.
+
+`cache_images=True` decodes every frame once at start-up (PNG through PIL, video through PyAV, which lerobot's own
+pyav backend also uses) into uint8 tensors in shared memory, and serves rows from cached columns without lerobot's
+per-item decode: a few hundred MB for a few hundred ManiSkill demos at 128 px, and no video decoder needed per step
+(lerobot's per-row video query is its slowest path, and on hosts without torchcodec it is the only one).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from vla.data.lerobot import schema_from_row
+from vla.data.lerobot import DATASET_IMAGE_KEYS, DATASET_MASK_KEYS, schema_from_row
 
 
 def _column(table, name: str) -> np.ndarray:
@@ -40,6 +45,7 @@ class ChunkedDataset(torch.utils.data.Dataset):
         repo_id: str,
         action_horizon: int,
         transform: Callable[[dict], dict] | None = None,
+        cache_images: bool = False,
     ):
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -58,6 +64,15 @@ class ChunkedDataset(torch.utils.data.Dataset):
         lengths = ends - starts
         self.episode_end = np.repeat(ends, lengths)
         self.num_episodes = len(starts)
+        self.cache: dict | None = None
+        if cache_images:
+            meta = self.lerobot.meta
+            self.cache = {
+                "state": _column(table, "state").astype(np.float32),
+                "task": np.asarray(meta.tasks.index)[_column(table, "task_index")],
+                **{f: _column(table, f).astype(bool) for f in DATASET_MASK_KEYS.values() if f in meta.features},
+                **{f: decode_all_frames(self.lerobot, f) for f in DATASET_IMAGE_KEYS.values() if f in meta.features},
+            }
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -67,10 +82,55 @@ class ChunkedDataset(torch.utils.data.Dataset):
         end = self.episode_end[i]
         return self.actions[np.minimum(steps, end - 1)], steps >= end
 
+    def row(self, i: int) -> dict:
+        """Row i as `LeRobotDataset[i]` has it (images: uint8 HWC when cached, float CHW in [0, 1] otherwise)."""
+        if self.cache is None:
+            return self.lerobot[i]
+        return {k: v[i] for k, v in self.cache.items()}
+
     def __getitem__(self, i: int) -> dict:
-        sample = schema_from_row(self.lerobot[i])
+        sample = schema_from_row(self.row(i))
         sample["actions"], sample["actions_is_pad"] = self.action_chunk(i)
         return self.transform(sample) if self.transform is not None else sample
+
+
+def decode_all_frames(dataset, feature: str) -> torch.Tensor:
+    """Every frame of image/video `feature` of a LeRobotDataset as uint8 (N, H, W, 3) in shared memory (row order).
+
+    Video rows are located as lerobot's own query does: the episode's `from_timestamp` in its (shared) mp4 file plus
+    the row's timestamp, times fps, is the frame number in that file."""
+    import io
+
+    from PIL import Image
+
+    meta, table = dataset.meta, dataset.hf_dataset.data
+    h, w, _ = meta.features[feature]["shape"]
+    out = torch.empty((table.num_rows, h, w, 3), dtype=torch.uint8)
+    if feature not in meta.video_keys:
+        for i, cell in enumerate(table.column(feature).to_pylist()):  # {"bytes": PNG, "path": ...}
+            out[i] = torch.from_numpy(np.array(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")))
+        return out.share_memory_()
+
+    import av
+
+    episode = _column(table, "episode_index")
+    timestamp = _column(table, "timestamp")
+    files: dict[Path, list[int]] = {}  # video file -> rows it holds
+    frame_in_file = np.empty(len(episode), dtype=np.int64)
+    for e in np.unique(episode):
+        rows = np.flatnonzero(episode == e)
+        start = meta.episodes[int(e)][f"videos/{feature}/from_timestamp"]
+        frame_in_file[rows] = np.round((start + timestamp[rows]) * meta.fps).astype(np.int64)
+        files.setdefault(dataset.root / meta.get_video_file_path(int(e), feature), []).extend(rows.tolist())
+    for path, rows in files.items():
+        with av.open(str(path)) as container:
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        need = int(frame_in_file[rows].max()) + 1
+        if len(frames) < need:
+            raise ValueError(f"{path}: {len(frames)} frames decoded, rows need {need}")
+        for r in rows:
+            out[r] = torch.from_numpy(frames[frame_in_file[r]])
+    return out.share_memory_()
 
 
 class EpochSampler(Sampler[int]):

@@ -34,6 +34,10 @@ STATE_NAMES = ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "join
 ACTION_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
 
 
+def state_names(task: TaskConfig) -> list[str]:
+    return STATE_NAMES[: task.qpos_dim] + [f"{key}_{i}" for key, dims in task.state_extra.items() for i in range(dims)]
+
+
 def dataset_features(task: TaskConfig, use_videos: bool) -> dict[str, dict]:
     S = task.image_size
     image = {"dtype": "video" if use_videos else "image", "shape": (S, S, 3), "names": ["height", "width", "channel"]}
@@ -41,7 +45,7 @@ def dataset_features(task: TaskConfig, use_videos: bool) -> dict[str, dict]:
         "image": dict(image),
         "wrist_image": dict(image),
         "wrist_mask": {"dtype": "bool", "shape": (1,), "names": None},
-        "state": {"dtype": "float32", "shape": (task.state_dim,), "names": STATE_NAMES[: task.state_dim]},
+        "state": {"dtype": "float32", "shape": (task.state_dim,), "names": state_names(task)},
         "actions": {"dtype": "float32", "shape": (task.action_dim,), "names": ACTION_NAMES[: task.action_dim]},
     }
 

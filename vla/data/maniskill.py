@@ -242,7 +242,7 @@ class Episode:
     path: Path
     traj: str  # h5 group, traj_<episode_id>
     seed: int
-    state: np.ndarray  # float32 [T, state_dim] = qpos[:T, :state_dim]
+    state: np.ndarray  # float32 [T, state_dim] = qpos[:T, :qpos_dim] + the task's state_extra entries
     actions: np.ndarray  # float32 [T, action_dim]
 
     def __len__(self) -> int:
@@ -329,7 +329,9 @@ def read_episodes(input_path: str | Path, task: TaskConfig) -> list[Episode]:
                     actions = _lowdim(g, "actions", where, T, task.action_dim)
                     _check(actions.shape[1] == task.action_dim, where, "actions", f"{task.action_dim} dims",
                            actions.shape[1])
-                    qpos = _lowdim(g, "obs/agent/qpos", where, T + 1, task.state_dim)
+                    state = [_lowdim(g, "obs/agent/qpos", where, T + 1, task.qpos_dim)[:T, : task.qpos_dim]]
+                    for key, dims in task.state_extra.items():
+                        state.append(_lowdim(g, f"obs/extra/{key}", where, T + 1, dims)[:T, :dims])
                     for cam in task.cameras:
                         key = f"obs/sensor_data/{cam}/rgb"
                         _check(key in g, where, key, "a dataset", "nothing (missing key)")
@@ -341,7 +343,7 @@ def read_episodes(input_path: str | Path, task: TaskConfig) -> list[Episode]:
                 except OSError as e:  # truncated / corrupt dataset bodies surface only when read
                     raise DataError(f"{where}: cannot read ({_one_line(e)})") from None
                 episodes.append(Episode(h5_path, traj, int(ep.get("episode_seed", -1)),
-                                        qpos[:T, : task.state_dim], actions))
+                                        np.concatenate(state, axis=1), actions))
     return episodes
 
 
@@ -374,7 +376,7 @@ def _numpy(x) -> np.ndarray:
 def observation_from_env(obs: dict, task: TaskConfig, prompt: str | None = None, env_index: int = 0) -> dict:
     """A ManiSkill observation (obs_mode="rgb"; batched over envs as ManiSkill returns it) -> the observation schema
     of the converted datasets: the task's cameras under their schema keys, the hand camera's stand-in as zeros and
-    mask False when the task has none, state = qpos[:state_dim]."""
+    mask False when the task has none, state = qpos[:qpos_dim] + the task's state_extra entries."""
     from vla.data.lerobot import DATASET_IMAGE_KEYS, camera_for
 
     S = task.image_size
@@ -388,6 +390,9 @@ def observation_from_env(obs: dict, task: TaskConfig, prompt: str | None = None,
     return {
         "images": images,
         "image_masks": masks,
-        "state": _numpy(obs["agent"]["qpos"][env_index])[: task.state_dim].astype(np.float32),
+        "state": np.concatenate(
+            [_numpy(obs["agent"]["qpos"][env_index])[: task.qpos_dim]]
+            + [_numpy(obs["extra"][key][env_index])[:dims] for key, dims in task.state_extra.items()]
+        ).astype(np.float32),
         "prompt": task.prompt if prompt is None else prompt,
     }

@@ -20,7 +20,9 @@ class EvalConfig:
     model: PolicyConfig = MISSING  # used when the checkpoint carries no config.yaml
     norm_stats: str | None = None  # null: the checkpoint's norm_stats.json, else task.norm_stats
     num_episodes: int = 50
-    seed: int = 0  # episode i resets the env with seed + i and draws its policy noise from seed + i
+    # episode i resets the env with seed + i and draws its policy noise from seed + i; the default is far from the
+    # demo seeds (task.demos.seed = 0, 1, ...), so no episode starts from a training demo's initial state
+    seed: int = 100000
     num_envs: int = 2  # env worker processes (CPU physics); their observations go through one batched policy call
     replan_steps: int | None = None  # actions executed per predicted chunk; null: half the action horizon
     max_episode_steps: int | None = None  # null: task.max_episode_steps (about 2x the mean demo length)

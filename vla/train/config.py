@@ -90,6 +90,7 @@ class TrainConfig:
     keep_last: int = 1  # most recent checkpoints kept ...
     keep_period: int | None = 5000  # ... plus every checkpoint whose step is a multiple of this
     resume: bool = False  # continue from the newest checkpoint of the run directory
+    cache_images: bool = False  # decode every frame once into shared memory (see vla.data.dataset.ChunkedDataset)
     use_augmentation: bool = True  # train-time image augmentation (spec §4.3)
     mask_padded_actions: bool = False  # chunk steps past the episode end count as zero loss (openpi keeps them)
     progress: bool = True  # progress bar on rank 0

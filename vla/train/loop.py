@@ -156,7 +156,12 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             raise FileNotFoundError(f"dataset {task.dataset_root} not found: run `python convert.py task={task.name}` "
                                     "first, or point task.dataset_root at a converted dataset")
         transform = ModelTransform.load(mcfg, task.norm_stats)
-        dataset = ChunkedDataset(task.dataset_root, task.repo_id, mcfg.action_horizon, transform)
+        dataset = ChunkedDataset(task.dataset_root, task.repo_id, mcfg.action_horizon, transform, cfg.cache_images)
+        for key, dims in (("state", task.state_dim), ("actions", task.action_dim)):
+            found = tuple(dataset.lerobot.meta.features[key]["shape"])
+            if found != (dims,):
+                raise ValueError(f"{task.dataset_root}: feature {key!r} has shape {found}, task {task.name} expects "
+                                 f"({dims},); re-run `python convert.py task={task.name}`")
         extra_files = {"norm_stats.json": Path(task.norm_stats), "tokenizer.model": transform.tokenizer.model_path}
         num_episodes = dataset.num_episodes
     sampler = EpochSampler(len(dataset), seed=cfg.seed, rank=rank, world_size=world)
