@@ -5,11 +5,7 @@
 # TensorBoard file and log (the device tool returns at most 8 files). Usage (extra args go to train.py):
 #   TASK=pushcube DATA=data/pushcube200 BUDGET=420 bash scripts/device_train.sh [key=value ...]
 set -uo pipefail
-OUT=${OUT:-device_out}; mkdir -p "$OUT"
-if [ -d .whl ] && [ ! -d /tmp/site/hydra ]; then  # installed by an earlier call on the same (warm) machine
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+OUT=${OUT:-device_out}; source "$(dirname "$0")/../bench/gpu_env.sh"
 RUN=${RUN:-${TASK}_small}
 args=(task=$TASK model=pi05_small optim=adamw_scratch hardware=1xgpu hardware.activation_checkpointing=false
       task.image_size=128 task.dataset_root=$DATA cache_images=true batch_size=${BATCH:-128} progress=false "$@")
