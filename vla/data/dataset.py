@@ -105,11 +105,12 @@ def decode_all_frames(dataset, feature: str) -> torch.Tensor:
 
     meta, table = dataset.meta, dataset.hf_dataset.data
     h, w, _ = meta.features[feature]["shape"]
-    out = torch.empty((table.num_rows, h, w, 3), dtype=torch.uint8)
+    out = torch.empty((table.num_rows, h, w, 3), dtype=torch.uint8).share_memory_()  # filled in place
+    view = out.numpy()
     if feature not in meta.video_keys:
         for i, cell in enumerate(table.column(feature).to_pylist()):  # {"bytes": PNG, "path": ...}
-            out[i] = torch.from_numpy(np.array(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")))
-        return out.share_memory_()
+            view[i] = np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB"))
+        return out
 
     import av
 
@@ -123,14 +124,20 @@ def decode_all_frames(dataset, feature: str) -> torch.Tensor:
         frame_in_file[rows] = np.round((start + timestamp[rows]) * meta.fps).astype(np.int64)
         files.setdefault(dataset.root / meta.get_video_file_path(int(e), feature), []).extend(rows.tolist())
     for path, rows in files.items():
+        rows = np.asarray(rows)
+        rows = rows[np.argsort(frame_in_file[rows], kind="stable")]  # in decoding order
+        j, decoded = 0, 0
         with av.open(str(path)) as container:
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        need = int(frame_in_file[rows].max()) + 1
-        if len(frames) < need:
-            raise ValueError(f"{path}: {len(frames)} frames decoded, rows need {need}")
-        for r in rows:
-            out[r] = torch.from_numpy(frames[frame_in_file[r]])
-    return out.share_memory_()
+            container.streams.video[0].thread_type = "AUTO"  # frame + slice threads; frames still come in order
+            for decoded, frame in enumerate(container.decode(video=0), start=1):
+                if j < len(rows) and frame_in_file[rows[j]] == decoded - 1:
+                    image = frame.to_ndarray(format="rgb24")
+                    while j < len(rows) and frame_in_file[rows[j]] == decoded - 1:
+                        view[rows[j]] = image
+                        j += 1
+        if j < len(rows):
+            raise ValueError(f"{path}: {decoded} frames decoded, rows need {int(frame_in_file[rows].max()) + 1}")
+    return out
 
 
 class EpochSampler(Sampler[int]):
