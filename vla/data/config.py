@@ -49,6 +49,11 @@ class TaskConfig:
     def qpos_dim(self) -> int:
         return self.state_dim - sum(self.state_extra.values())
 
+    @property
+    def state_sources(self) -> list[tuple[str, int]]:
+        """The state's parts in order, as (ManiSkill observation key, dims): demos and live envs both read these."""
+        return [("agent/qpos", self.qpos_dim), *((f"extra/{key}", dims) for key, dims in self.state_extra.items())]
+
 
 @dataclass
 class ConvertConfig:

@@ -17,10 +17,12 @@ mode, env id) and raises `DataError` with one line naming file / episode / key /
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
 import multiprocessing as mp
+import operator
 import os
 import shutil
 import tempfile
@@ -329,9 +331,8 @@ def read_episodes(input_path: str | Path, task: TaskConfig) -> list[Episode]:
                     actions = _lowdim(g, "actions", where, T, task.action_dim)
                     _check(actions.shape[1] == task.action_dim, where, "actions", f"{task.action_dim} dims",
                            actions.shape[1])
-                    state = [_lowdim(g, "obs/agent/qpos", where, T + 1, task.qpos_dim)[:T, : task.qpos_dim]]
-                    for key, dims in task.state_extra.items():
-                        state.append(_lowdim(g, f"obs/extra/{key}", where, T + 1, dims)[:T, :dims])
+                    state = np.concatenate([_lowdim(g, f"obs/{key}", where, T + 1, dims)[:T, :dims]
+                                            for key, dims in task.state_sources], axis=1)
                     for cam in task.cameras:
                         key = f"obs/sensor_data/{cam}/rgb"
                         _check(key in g, where, key, "a dataset", "nothing (missing key)")
@@ -343,7 +344,7 @@ def read_episodes(input_path: str | Path, task: TaskConfig) -> list[Episode]:
                 except OSError as e:  # truncated / corrupt dataset bodies surface only when read
                     raise DataError(f"{where}: cannot read ({_one_line(e)})") from None
                 episodes.append(Episode(h5_path, traj, int(ep.get("episode_seed", -1)),
-                                        np.concatenate(state, axis=1), actions))
+                                        state, actions))
     return episodes
 
 
@@ -390,9 +391,9 @@ def observation_from_env(obs: dict, task: TaskConfig, prompt: str | None = None,
     return {
         "images": images,
         "image_masks": masks,
-        "state": np.concatenate(
-            [_numpy(obs["agent"]["qpos"][env_index])[: task.qpos_dim]]
-            + [_numpy(obs["extra"][key][env_index])[:dims] for key, dims in task.state_extra.items()]
-        ).astype(np.float32),
+        "state": np.concatenate([
+            _numpy(functools.reduce(operator.getitem, key.split("/"), obs)[env_index])[:dims]
+            for key, dims in task.state_sources
+        ]).astype(np.float32),
         "prompt": task.prompt if prompt is None else prompt,
     }
