@@ -26,6 +26,8 @@ def pack(checkpoint: Path, out: Path, dtype: str, shard_mib: float) -> list[Path
     weights = checkpoint / "ema.safetensors"
     if not weights.is_file():
         weights = checkpoint / "model.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"{checkpoint}: no ema.safetensors or model.safetensors (not a checkpoint directory)")
     state = load_file(weights)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[dict[str, torch.Tensor]] = [{}]

@@ -37,6 +37,10 @@ def test_pack_unpack_roundtrip(tmp_path):
         assert restored[k].dtype == v.dtype
         torch.testing.assert_close(restored[k], v.to(torch.bfloat16).to(v.dtype), rtol=0, atol=0)
 
+    with pytest.raises(SystemExit, match="no ema.safetensors or model.safetensors"):
+        pack_checkpoint.pack(tmp_path / "packed", tmp_path / "nowhere", "bf16", shard_mib=1)
+    assert not (tmp_path / "nowhere").exists()
+
     shards[0].unlink()
     with pytest.raises(SystemExit, match="shards found"):
         pack_checkpoint.unpack(tmp_path / "packed", tmp_path / "again")
