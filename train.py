@@ -15,7 +15,7 @@ from vla.data.config import register_configs as register_data_configs
 from vla.models.config import register_configs as register_model_configs
 from vla.train.config import TrainConfig, register_configs
 from vla.train.launch import launch
-from vla.train.loop import TrainingError
+from vla.train.loop import TrainingError, TrainingStopped
 
 register_data_configs()
 register_model_configs()
@@ -29,6 +29,9 @@ def main(cfg: TrainConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         last = launch(cfg, run_dir)
+    except TrainingStopped as e:  # SIGTERM: the run saved its last step; 143 = 128 + SIGTERM, as if killed by it
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(143)
     except (FileNotFoundError, ValueError, TrainingError) as e:  # bad input or a stopped run: one line, no traceback
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# One device-tool call: train the small Pi0.5 (model=pi05_small) on a carried dataset for as many steps as fit in
-# BUDGET seconds (a 100-step probe measures the step time first; STEPS=N skips it), then pack the EMA weights for the trip back
-# (bf16 shards <= 15 MiB, see scripts/pack_checkpoint.py) and tar the config, norm stats, tokenizer, metrics,
-# TensorBoard file and log (the device tool returns at most 8 files). Usage (extra args go to train.py):
+# Train the small Pi0.5 (model=pi05_small) on a carried dataset on the device tool's GPU. Extra args go to train.py.
+#
+# Foreground (one call): a 100-step probe measures the step time and sizes the run to BUDGET seconds (STEPS=N skips
+# it), then the EMA weights are packed for the trip back (scripts/device_pack.sh):
 #   TASK=pushcube DATA=data/pushcube200 BUDGET=420 bash scripts/device_train.sh [key=value ...]
+# Detached (DETACH=1): train.py starts in its own process session (setsid), which the device tool leaves running after
+# the call returns, for as long as the machine stays warm. Later calls start other runs beside it on the same GPU,
+# wait for them (scripts/device_wait.sh) and pack each (scripts/device_pack.sh); runs/ persists between the calls.
+#   DETACH=1 TASK=pushcube DATA=data/pushcube200 STEPS=30000 bash scripts/device_train.sh optim.decay_steps=6000
 set -uo pipefail
 OUT=${OUT:-device_out}; source "$(dirname "$0")/../bench/gpu_env.sh"
 RUN=${RUN:-${TASK}_small}
 args=(task=$TASK model=pi05_small optim=adamw_scratch hardware=1xgpu hardware.activation_checkpointing=false
       task.image_size=128 task.dataset_root=$DATA cache_images=true batch_size=${BATCH:-128} progress=false "$@")
 mkdir -p runs; t0=$(date +%s)
+if [ -n "${DETACH:-}" ]; then
+  setsid nohup timeout ${TRAIN_TIMEOUT:-1700} python3 train.py "${args[@]}" num_steps=${STEPS:?DETACH needs STEPS} \
+    log_interval=50 save_interval=${SAVE:-500} keep_last=2 keep_period=null run_name=$RUN \
+    > "runs/$RUN.train.log" 2>&1 < /dev/null &
+  echo "$RUN: train.py started in the background (pid $!), log runs/$RUN.train.log"
+  exit 0
+fi
 if [ -z "${STEPS:-}" ]; then  # no STEPS given: a 100-step probe sizes the run to BUDGET
   python3 train.py "${args[@]}" num_steps=100 log_interval=50 save_interval=null run_name=${RUN}_probe \
     > "runs/${RUN}_probe.log" 2>&1 || { grep -v -i warn "runs/${RUN}_probe.log" | tail -5; exit 1; }
@@ -26,11 +37,6 @@ PY
 fi
 echo "steps: $STEPS"
 timeout ${TRAIN_TIMEOUT:-520} python3 train.py "${args[@]}" num_steps=$STEPS log_interval=50 save_interval=${SAVE:-1000} \
-  keep_period=null run_name=$RUN > "runs/$RUN.train.log" 2>&1
-echo "train.py exit $?"; grep -v -i warn "runs/$RUN.train.log" | tail -2
-CKPT=$(ls -d runs/$RUN/checkpoints/* 2>/dev/null | sort -t/ -k4 -n | tail -1)
-echo "last checkpoint: $CKPT"
-mkdir -p /tmp/pack && [ -n "$CKPT" ] && python3 scripts/pack_checkpoint.py pack "$CKPT" /tmp/pack/$RUN --shard-mib 15
-mv /tmp/pack/$RUN/*-of-*.safetensors "$OUT/"
-cp runs/$RUN/metrics.jsonl runs/$RUN/events.out.tfevents.* runs/$RUN.train.log runs/${RUN}_probe.log /tmp/pack/$RUN/ 2>/dev/null
-tar -C /tmp/pack -cf "$OUT/$RUN.tar" $RUN && ls -la "$OUT"
+  keep_last=2 keep_period=null run_name=$RUN > "runs/$RUN.train.log" 2>&1
+echo "train.py exit $?"
+RUN=$RUN OUT=$OUT bash "$(dirname "$0")/device_pack.sh"

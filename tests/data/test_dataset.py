@@ -168,3 +168,13 @@ def test_dataloader_batches(datasets, tasks, tokenizer_path):
         for k in ("tokens", "token_mask", "state", "actions", "actions_is_pad"):
             assert torch.equal(got[k], direct[k]), k
         assert torch.equal(got["images"]["base_0_rgb"], direct["images"]["base_0_rgb"])
+
+    # a decoded (cached) dataset forks its workers, which start in a blink and deal the very same batches
+    cached = ChunkedDataset(root, tasks["pickcube"].repo_id, cfg.action_horizon, transform=transform, cache_images=True)
+    forked = make_dataloader(cached, B, sampler, num_workers=2, collate_fn=collate)
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+    assert forked.multiprocessing_context.get_start_method() == "fork"
+    for got, want in zip(forked, batches, strict=True):
+        for k in ("tokens", "token_mask", "state", "actions", "actions_is_pad"):
+            assert torch.equal(got[k], want[k]), k
+        assert torch.equal(got["images"]["base_0_rgb"], want["images"]["base_0_rgb"])

@@ -107,6 +107,32 @@ def test_killed_run_resumes_exactly(datasets, tmp_path):
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
 
 
+def test_sigterm_saves_the_current_step_and_resumes(datasets, tmp_path):
+    """SIGTERM to the whole process group (what `timeout` and schedulers send), loader workers included: the run
+    finishes its step, saves it although no periodic save is due, exits 143, and `resume=true` continues from it."""
+    args = FAST + data_overrides(datasets["pickcube"]) + ["hardware.num_workers=1", "save_interval=1000",
+                                                          "keep_period=null", "run_name=term"]
+    run = cli(args + ["num_steps=100000"], tmp_path, start_new_session=True)
+    run_dir = tmp_path / "runs" / "term"
+    deadline = time.time() + 600
+    while len(read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []) < 2 and run.poll() is None \
+            and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(run.pid, signal.SIGTERM)
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 143, out
+    steps = checkpoint_steps(run_dir)
+    assert len(steps) == 1 and 2 <= steps[0] < 100000, out
+    assert f"stopped by SIGTERM after step {steps[0]} of 100000" in out
+    assert read_metrics(run_dir)[-1]["step"] == steps[0]  # the stop step was logged too
+
+    resumed = cli(args + [f"num_steps={steps[0] + 2}", "resume=true"], tmp_path)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out
+    assert f"resumed from {run_dir / 'checkpoints' / str(steps[0])}" in out
+    assert checkpoint_steps(run_dir)[-1] == steps[0] + 2
+
+
 def test_tensorboard_scalars_and_checkpoint_contents(datasets, tasks, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

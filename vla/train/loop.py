@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +41,36 @@ log = logging.getLogger(__name__)
 
 class TrainingError(RuntimeError):
     pass
+
+
+class TrainingStopped(TrainingError):
+    """The run was asked to stop (SIGTERM) and did so cleanly, its last step saved: `resume=true` continues it."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+class StopRequest:
+    """SIGTERM, what schedulers send before preemption and what `timeout` and `kill` send, becomes a request to stop
+    at the next step boundary with a checkpoint, instead of losing everything since the last periodic save. Installed
+    only in the main thread (Python's rule for signal handlers); the previous handler comes back on exit."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def batch_layout(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
@@ -124,7 +156,8 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> dict:
     """Run (or resume) training in `run_dir`; returns the last logged metrics (rank 0)."""
     rank, world, device = init_distributed(cfg)
     try:
-        return _train(cfg, Path(run_dir), rank, world, device)
+        with StopRequest() as stop:
+            return _train(cfg, Path(run_dir), rank, world, device, stop)
     finally:
         dist.destroy_process_group()
 
@@ -139,7 +172,7 @@ def check_config(cfg: TrainConfig, run_dir: Path) -> None:
                          "continue that run, or choose another run_name")
 
 
-def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device) -> dict:
+def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device, stop: StopRequest) -> dict:
     micro, accum = batch_layout(cfg, world)
     check_config(cfg, run_dir)
     mesh = init_device_mesh(device.type, (world,))
@@ -281,10 +314,18 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         if progress is not None:
             progress.update(1)
 
+        # a stop request is acted on at once by a single rank; several ranks agree on it at the next log interval
+        stopping = stop.requested and world == 1
+        at_log = step % cfg.log_interval == 0 or stopping or step == cfg.num_steps
         at_save = cfg.save_interval is not None and (step % cfg.save_interval == 0 or step == cfg.num_steps)
-        if step % cfg.log_interval == 0 or at_save or step == cfg.num_steps:
+        if at_log or at_save:
             # the only host syncs: once per log interval (and before every save, so no NaN reaches disk)
             dist.all_reduce(first_bad_step, op=dist.ReduceOp.MAX)  # every rank stops together
+            if world > 1:
+                stop_flag = torch.tensor(int(stop.requested), device=device)
+                dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
+                stopping = bool(stop_flag.item())
+            at_save = at_save or (stopping and cfg.save_interval is not None)
             bad_step = int(first_bad_step.item())
             if bad_step >= 0:
                 raise TrainingError(
@@ -326,7 +367,13 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             if rank == 0:
                 log.info("step %d: saved %s", step, path)
             window_start = time.perf_counter()  # saving is not training time
+        if stopping:
+            break
     if progress is not None:
         progress.close()
     metrics.close()
+    if step < cfg.num_steps:  # left the loop on a stop request
+        saved = f"saved {run_dir / 'checkpoints' / str(step)}; resume=true continues it" if cfg.save_interval else \
+            "nothing saved (save_interval=null)"
+        raise TrainingStopped(f"stopped by SIGTERM after step {step} of {cfg.num_steps}: {saved}", step)
     return last

@@ -1,0 +1,41 @@
+"""scripts/device_wait.sh: follows detached training runs by their run_name, reports their newest metrics and, with
+STOP=1, stops the ones still going once the wait is over."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "device_wait.sh"
+
+
+def fake_run(name: str) -> subprocess.Popen:
+    """A process whose command line names the run as train.py's does (`run_name=<name>`)."""
+    return subprocess.Popen(["bash", "-c", f'exec -a "python3 train.py task=x run_name={name} seed=0" sleep 60'],
+                            start_new_session=True)
+
+
+def test_reports_and_stops_running_runs(tmp_path):
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "metrics.jsonl").write_text(json.dumps({"step": 50, "train/loss": 0.25}) + "\n")
+    a, other = fake_run("a"), fake_run("a_other")  # a run whose name only starts with "a" is not "a"
+    try:
+        t0 = time.time()
+        out = subprocess.run(["bash", str(SCRIPT), "a"], cwd=tmp_path, env=dict(os.environ, WAIT="2", STOP="1"),
+                             capture_output=True, text=True, timeout=60).stdout
+        assert time.time() - t0 < 30
+        assert "a running {'step': 50, 'train/loss': 0.25}" in out
+        assert out.strip().endswith("a exited {'step': 50, 'train/loss': 0.25}")
+        assert a.wait(timeout=10) is not None
+        assert other.poll() is None
+    finally:
+        for p in (a, other):
+            p.kill()
+
+
+def test_returns_as_soon_as_the_runs_have_exited(tmp_path):
+    t0 = time.time()
+    subprocess.run(["bash", str(SCRIPT), "gone"], cwd=tmp_path, env=dict(os.environ, WAIT="120"), check=True,
+                   timeout=60)
+    assert time.time() - t0 < 10
