@@ -7,6 +7,8 @@
 # Detached (DETACH=1): train.py starts in its own process session (setsid), which the device tool leaves running after
 # the call returns, for as long as the machine stays warm. Later calls start other runs beside it on the same GPU,
 # wait for them (scripts/device_wait.sh) and pack each (scripts/device_pack.sh); runs/ persists between the calls.
+# The machine goes back 30 s after a call returns, and the run with it: send the chain as one batch of calls.
+# TRAIN_TIMEOUT ends a run with SIGTERM, on which train.py saves the step in progress.
 #   DETACH=1 TASK=pushcube DATA=data/pushcube200 STEPS=30000 bash scripts/device_train.sh optim.decay_steps=6000
 set -uo pipefail
 OUT=${OUT:-device_out}; source "$(dirname "$0")/../bench/gpu_env.sh"
