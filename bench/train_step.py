@@ -1,7 +1,7 @@
 """Training throughput of the real train loop (train.py's code: FSDP2 wrapping, bf16 compute over fp32 master weights,
 fused AdamW, EMA, augmentation) on synthetic batches of the real shapes, one setting after another:
 
-  python bench/train_step.py --model pi05 --batch 8 16 32 --ac on off --compile off [--steps 12] [--ema on]
+  python bench/train_step.py --model pi05 --batch 8 16 32 --ac on off --compile off [on all] [--steps 12] [--ema on]
 
 Each setting runs `steps` optimizer steps; the numbers are those of the second half (after warm-up, compilation and
 the allocator's growth). MFU = model FLOPs / (step time x peak bf16 FLOP/s), model FLOPs = 3 x forward matmul FLOPs
@@ -54,11 +54,12 @@ def forward_flops(cfg: PolicyConfig, cameras: int, prompt_len: int) -> float:
     return 2.0 * (siglip + vlm + expert)
 
 
-def run(model: str, batch: int, ac: bool, compile_: bool, ema: bool, steps: int, precision: str,
+def run(model: str, batch: int, ac: bool, compile_: str, ema: bool, steps: int, precision: str,
         hardware: str = "1xgpu") -> dict:
     register_data(), register_model(), register_train()
     overrides = [
-        f"model={model}", f"hardware={hardware}", f"hardware.activation_checkpointing={ac}", f"hardware.compile={compile_}",
+        f"model={model}", f"hardware={hardware}", f"hardware.activation_checkpointing={ac}",
+        f"hardware.compile={compile_ != 'off'}", f"hardware.compile_vision={compile_ == 'all'}",
         f"hardware.precision={precision}", "synthetic_data.enabled=true",
         "synthetic_data.num_tokens=${model.max_token_len}", f"batch_size={batch}", f"num_steps={steps}",
         f"log_interval={steps // 2}", "save_interval=null", "progress=false", "run_name=bench", "hardware.num_workers=4",
@@ -93,7 +94,8 @@ def main() -> None:
     ap.add_argument("--model", default="pi05")
     ap.add_argument("--batch", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--ac", nargs="+", default=["on"], choices=["on", "off"])
-    ap.add_argument("--compile", nargs="+", default=["off"], choices=["on", "off"])
+    ap.add_argument("--compile", nargs="+", default=["off"], choices=["on", "off", "all"],
+                    help="on: the joint layers; all: the SigLIP layers too")
     ap.add_argument("--ema", default="on", choices=["on", "off"])
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--hardware", default="1xgpu", help="conf/hardware name (cpu: a quick check of the script)")
@@ -104,7 +106,7 @@ def main() -> None:
     for comp in args.compile:
         for ac in args.ac:
             for b in args.batch:
-                row = run(args.model, b, ac == "on", comp == "on", args.ema == "on", args.steps, args.precision,
+                row = run(args.model, b, ac == "on", comp, args.ema == "on", args.steps, args.precision,
                           args.hardware)
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from torch.distributed.device_mesh import init_device_mesh
 
 from tests.models.helpers import randomized_policy
 from vla.models import CONF_DIR, build_policy
@@ -23,6 +25,7 @@ from vla.train.checkpoint import checkpoint_steps
 from vla.train.config import TrainConfig, register_configs
 from vla.train.launch import launch
 from vla.train.loop import TrainingError, train
+from vla.train.parallel import parallelize
 from vla.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,6 +134,27 @@ def test_sigterm_saves_the_current_step_and_resumes(datasets, tmp_path):
     assert resumed.returncode == 0, out
     assert f"resumed from {run_dir / 'checkpoints' / str(steps[0])}" in out
     assert checkpoint_steps(run_dir)[-1] == steps[0] + 2
+
+
+def test_compiled_vision_layers_train_as_eager(datasets, tmp_path):
+    """hardware.compile_vision compiles each SigLIP encoder layer in place: same parameter names, and the same losses
+    as eager (fp32 on the CPU) over steps that move the weights."""
+    base = FAST + data_overrides(datasets["pickcube"]) + ["num_steps=3", "save_interval=null"]
+    cfg = compose_train(base + ["hardware.compile_vision=true"])
+    with torch.device("meta"):
+        policy = build_policy(cfg.model)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        parallelize(policy, cfg.hardware, init_device_mesh("cpu", (1,)))
+    finally:
+        dist.destroy_process_group()
+    vision_layers = policy.image_encoder.tower.vision_model.encoder.layers
+    assert all(layer._compiled_call_impl is not None for layer in vision_layers)
+    eager = train(compose_train(base), tmp_path / "eager")
+    compiled = train(cfg, tmp_path / "compiled")
+    assert compiled["train/param_norm"] == pytest.approx(eager["train/param_norm"], rel=1e-6)
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "compiled")), torch.tensor(losses(tmp_path / "eager")),
+                               rtol=1e-5, atol=0)
 
 
 def test_tensorboard_scalars_and_checkpoint_contents(datasets, tasks, tmp_path):

@@ -18,7 +18,8 @@ def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0P
 
     1. activation checkpointing: each joint Gemma layer, and each SigLIP encoder layer through transformers' own
        gradient-checkpointing switch;
-    2. torch.compile of each joint layer (in place, so parameter names do not change);
+    2. torch.compile of each joint layer (in place, so parameter names do not change), and with
+       `hw.compile_vision` of each SigLIP encoder layer;
     3. FSDP2 `fully_shard` on each joint layer (the unit that holds layer i of both experts and their shared
        attention), then the vision tower + projection as one unit, then the root (token embedding, final norms,
        action/time projections). Parameters stay fp32 (the master copy the optimizer updates); the
@@ -36,6 +37,9 @@ def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0P
         policy.image_encoder.tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hw.compile:
         for layer in layers:
+            layer.compile()
+    if hw.compile_vision:  # transformers' eager SigLIP layers: many small ops, a host-bound share of small models' steps
+        for layer in policy.image_encoder.tower.vision_model.encoder.layers:
             layer.compile()
 
     mp = MixedPrecisionPolicy(param_dtype=DTYPES[hw.precision], reduce_dtype=torch.float32)
