@@ -194,8 +194,8 @@ def make_dataloader(
 ) -> DataLoader:
     """Workers are started with 'spawn' (forked workers inherit torchcodec's decoder state and crash on video datasets),
     or forked when the dataset says it is `fork_safe` (decoded into memory: 0.2 s to the first batch instead of 12 s of
-    imports per spawned worker on a 2-core CPU), and kept alive across epochs. They draw no random numbers (augmentation runs on the batch, on the training
-    device), so the data a step sees depends only on the sampler."""
+    imports per spawned worker on a 2-core CPU), and kept alive across epochs. They draw no random numbers
+    (augmentation runs on the batch, on the training device), so the data a step sees depends only on the sampler."""
     kwargs = {}
     if num_workers > 0:
         start = "fork" if getattr(dataset, "fork_safe", False) else "spawn"
@@ -221,6 +221,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
     `cameras` (the others absent, i.e. masked), `num_tokens` valid prompt tokens, normalized state and actions.
     Item i is a function of (seed, i) only."""
 
+    fork_safe = True  # numbers made from (seed, index): nothing a forked worker could inherit badly
+
     def __init__(self, cfg, num_samples: int, cameras: list[str], num_tokens: int, seed: int = 0):
         if num_tokens > cfg.max_token_len:
             raise ValueError(f"synthetic num_tokens={num_tokens} > model.max_token_len={cfg.max_token_len}")
@@ -228,8 +230,6 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return self.num_samples
-
-    fork_safe = True  # numbers made from (seed, index): nothing a forked worker could inherit badly
 
     def __getitem__(self, i: int) -> dict:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)

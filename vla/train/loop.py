@@ -46,10 +46,6 @@ class TrainingError(RuntimeError):
 class TrainingStopped(TrainingError):
     """The run was asked to stop (SIGTERM) and did so cleanly, its last step saved: `resume=true` continues it."""
 
-    def __init__(self, message: str, step: int):
-        super().__init__(message)
-        self.step = step
-
 
 class StopRequest:
     """SIGTERM, what schedulers send before preemption and what `timeout` and `kill` send, becomes a request to stop
@@ -375,5 +371,5 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     if step < cfg.num_steps:  # left the loop on a stop request
         saved = f"saved {run_dir / 'checkpoints' / str(step)}; resume=true continues it" if cfg.save_interval else \
             "nothing saved (save_interval=null)"
-        raise TrainingStopped(f"stopped by SIGTERM after step {step} of {cfg.num_steps}: {saved}", step)
+        raise TrainingStopped(f"stopped by SIGTERM after step {step} of {cfg.num_steps}: {saved}")
     return last

@@ -38,7 +38,7 @@ def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0P
     if hw.compile:
         for layer in layers:
             layer.compile()
-    if hw.compile_vision:  # transformers' eager SigLIP layers: many small ops, a host-bound share of small models' steps
+    if hw.compile_vision:  # transformers' eager SigLIP: many small ops, a host-bound share of a small model's step
         for layer in policy.image_encoder.tower.vision_model.encoder.layers:
             layer.compile()
 
