@@ -1,9 +1,11 @@
 """Inference latency of `sample_actions` (prefix KV cache once + 10 Euler steps) on the GPU:
 
-  python bench/inference.py --model pi05 --batch 1 32 --modes eager compile cudagraphs
+  python bench/inference.py --model pi05 --batch 1 32 --modes eager compile cudagraphs graphs_all [--profile DIR]
 
 Modes: eager; compile = torch.compile of `prefix_cache` and `denoise_step` (default mode); cudagraphs = the same, with
-`denoise_step` compiled with mode="reduce-overhead" (each of the 10 denoising steps replays one captured CUDA graph). Weights bf16, 2 visible cameras +
+`denoise_step` compiled with mode="reduce-overhead" (each of the 10 denoising steps replays one captured CUDA graph);
+graphs_all = the prefix graphed too (one CUDA-graph tree per call: prefix, then the 10 steps, which read the prefix's
+K/V in place). --profile writes each mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras +
 a masked third, `--tokens` valid prompt tokens of the model's max_token_len. Times are medians over `--iters` runs,
 CUDA events, after warm-up; the prefix/denoise split is timed separately.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+
 import torch
 from timing import cuda_median_ms
 
@@ -34,6 +38,23 @@ def make_batch(cfg, B: int, tokens: int, device) -> dict:
     return move_to(batch, device)
 
 
+def profile_kernels(fn, path: Path, calls: int = 5) -> None:
+    """CUDA kernels of `calls` calls of fn, by total GPU time, with the kernel count per call (launch-bound or not)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    gpu_ms = sum(e.device_time for e in kernels) / 1000 / calls
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = f"{len(kernels) / calls:.0f} kernels and {gpu_ms:.2f} ms of kernel time per call\n"
+    path.write_text(head + prof.key_averages().table(sort_by="device_time_total", row_limit=40, max_name_column_width=90))
+    print(path.name, head, end="", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="pi05")
@@ -41,6 +62,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["eager", "compile", "cudagraphs"])
     ap.add_argument("--tokens", type=int, default=48, help="valid prompt tokens (padded to max_token_len)")
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--profile", type=Path, default=None, help="write a CUDA-kernel table per mode and batch here")
     args = ap.parse_args()
     device = torch.device("cuda")
     torch.manual_seed(0)
@@ -51,16 +73,17 @@ def main() -> None:
     rows = []
     for mode in args.modes:
         prefix_fn, step_fn = policy.prefix_cache, policy.denoise_step
-        if mode != "eager":  # the prefix runs once per call: compiled, not graphed (its K/V outputs are kept)
-            prefix_fn = torch.compile(policy.prefix_cache)
-            step_fn = torch.compile(policy.denoise_step, **({"mode": "reduce-overhead"} if mode == "cudagraphs" else {}))
+        graphed_steps = mode in ("cudagraphs", "graphs_all")
+        if mode != "eager":  # cudagraphs: the prefix compiled, not graphed; graphs_all: both graphed
+            prefix_fn = torch.compile(policy.prefix_cache, **({"mode": "reduce-overhead"} if mode == "graphs_all" else {}))
+            step_fn = torch.compile(policy.denoise_step, **({"mode": "reduce-overhead"} if graphed_steps else {}))
         for B in args.batch:
             batch = make_batch(cfg, B, args.tokens, device)
             noise = torch.randn(B, cfg.action_horizon, cfg.action_dim, device=device)
             dt = -1.0 / cfg.num_denoise_steps
 
-            def denoise(kv, pmask):
-                if mode == "cudagraphs":
+            def denoise(kv, pmask, new_step=True):
+                if graphed_steps and new_step:
                     torch.compiler.cudagraph_mark_step_begin()
                 x, t = noise, torch.ones((), device=device)
                 for _ in range(cfg.num_denoise_steps):
@@ -69,17 +92,29 @@ def main() -> None:
                 return x
 
             def full():
+                if mode == "graphs_all":  # one step: the prefix's graphed K/V must stay valid through the 10 steps
+                    torch.compiler.cudagraph_mark_step_begin()
                 kv, pmask = prefix_fn(batch)
-                return denoise(kv, pmask)
+                return denoise(kv, pmask, new_step=mode != "graphs_all")
+
+            def prefix_only():
+                if mode == "graphs_all":
+                    torch.compiler.cudagraph_mark_step_begin()
+                return prefix_fn(batch)
 
             with torch.no_grad():
-                kv, pmask = prefix_fn(batch)
                 total = cuda_median_ms(full, args.iters)
-                prefix = cuda_median_ms(lambda: prefix_fn(batch), args.iters)
-                steps = cuda_median_ms(lambda: denoise(kv, pmask), args.iters)
+                prefix = cuda_median_ms(prefix_only, args.iters)
+                if mode == "graphs_all":  # the steps' graphs read the prefix graph's outputs: time them only together
+                    steps = total - prefix
+                else:
+                    kv, pmask = prefix_fn(batch)
+                    steps = cuda_median_ms(lambda: denoise(kv, pmask), args.iters)
                 # the benchmarked loop must be sample_actions' computation
                 ref = policy.sample_actions(batch, noise=noise)
                 err = ((full().float() - ref).norm() / ref.norm()).item()
+                if args.profile:
+                    profile_kernels(full, args.profile / f"profile_{mode}_b{B}.txt")
             row = {"mode": mode, "batch": B, "total_ms": total, "prefix_ms": prefix, "denoise_ms": steps,
                    "rel_err_vs_eager": err, "device": torch.cuda.get_device_name()}
             rows.append(row)

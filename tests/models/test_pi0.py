@@ -139,6 +139,18 @@ def test_kv_cache_equals_full_recompute(name):
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
 
 
+def test_compiled_inference_equals_eager():
+    """compile_for_inference (eval.py compile=true) samples the same actions, call after call (CUDA graphs only
+    exist on the GPU; on the CPU this checks the compiled functions and the loop that calls them)."""
+    policy = randomized_policy("pi05_tiny")
+    batch = make_batch(policy.cfg, masked=("right_wrist_0_rgb",))
+    noise = torch.randn(2, policy.cfg.action_horizon, policy.cfg.action_dim, generator=torch.Generator().manual_seed(1))
+    eager = policy.sample_actions(batch, noise=noise)
+    policy.compile_for_inference()
+    for _ in range(2):
+        torch.testing.assert_close(policy.sample_actions(batch, noise=noise), eager, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", VARIANTS)
 def test_loss_matches_flow_matching_definition(name, monkeypatch):
     """P15: x_t = t*noise + (1-t)*actions goes into the suffix and the loss is MSE to (noise - actions)."""

@@ -29,6 +29,7 @@ class EvalConfig:
     num_denoise_steps: int | None = None  # null: the model's (10)
     device: str = "cpu"  # cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 (policy compute)
+    compile: bool = False  # GPU: compiled prefix pass and denoising step, replayed as CUDA graphs (docs/benchmarks.md)
     prompt: str | None = None  # null: task.prompt
     videos: int = 0  # record mp4s of the first N episodes
     progress: bool = True

@@ -21,7 +21,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
         raise ValueError(f"num_episodes={cfg.num_episodes}: evaluate at least one episode")
     policy = Policy.load(
         cfg.checkpoint, cfg.model, cfg.norm_stats or task.norm_stats, task.action_dim, cfg.device, cfg.precision,
-        cfg.num_denoise_steps,
+        cfg.num_denoise_steps, cfg.compile,
     )
     H = policy.cfg.action_horizon
     replan = cfg.replan_steps or max(1, H // 2)
@@ -37,7 +37,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
         "checkpoint": str(policy.checkpoint) if policy.checkpoint else None,
         "model": policy.cfg.name, "num_denoise_steps": cfg.num_denoise_steps or policy.cfg.num_denoise_steps,
         "prompt": cfg.prompt or task.prompt, "num_envs": cfg.num_envs, "device": cfg.device,
-        "precision": cfg.precision, "wall_s": time.perf_counter() - t0,
+        "precision": cfg.precision, "compile": cfg.compile, "wall_s": time.perf_counter() - t0,
     }
     summary = write_results(out_dir, [e.report() for e in episodes], info)
     log.info(

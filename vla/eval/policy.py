@@ -49,6 +49,7 @@ class Policy:
         device: str = "cpu",
         precision: str = "fp32",
         num_denoise_steps: int | None = None,
+        compile: bool = False,
     ) -> Policy:
         """`checkpoint`: one of our checkpoint dirs (its config.yaml overrides `model_cfg`, its norm_stats.json and
         tokenizer.model are used), a run dir, or any weights `load_pretrained` reads; None: from-scratch init."""
@@ -73,6 +74,8 @@ class Policy:
             model.init_weights()
             log.warning("no checkpoint given: evaluating the from-scratch init of %s", model_cfg.name)
         model = model.to(DTYPES[precision]).eval()
+        if compile:
+            model.compile_for_inference()
         transform = ModelTransform.load(model_cfg, norm_stats, tokenizer)
         return cls(model, transform, action_dim, dev, num_denoise_steps, checkpoint)
 

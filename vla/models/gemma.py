@@ -81,6 +81,23 @@ class ExpertBlock(nn.Module):
         return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
 
 
+def attention_few_queries(q_BTNH: torch.Tensor, k_BSKH: torch.Tensor, v_BSKH: torch.Tensor,
+                          mask_BTS: torch.Tensor) -> torch.Tensor:
+    """Attention written out for a denoising step: few queries (the action tokens) against the long cached prefix.
+
+    A fused SDPA kernel tiles over (batch, head, query block) only, so at batch 1 the 50 queries give it 8 thread
+    blocks for the whole GPU (measured on an H200: 37% of `sample_actions`' kernel time). Here the query heads that share
+    a KV head are folded into the rows of one matmul, which spreads over the GPU. It mirrors openpi's attention: logits
+    in float32, masked, float32 softmax, probabilities cast to the value dtype."""
+    B, T, N, H = q_BTNH.shape
+    K = k_BSKH.shape[2]
+    q = q_BTNH.view(B, T, K, N // K, H)  # query head n reads KV head n // (N // K), as SDPA's enable_gqa
+    logits = torch.einsum("btkgh,bskh->bkgts", q.float(), k_BSKH.float()) * H**-0.5
+    logits = logits.masked_fill(~mask_BTS[:, None, None], float("-inf"))
+    probs = torch.softmax(logits, dim=-1).to(v_BSKH.dtype)
+    return torch.einsum("bkgts,bskh->btkgh", probs, v_BSKH).reshape(B, T, N, H)
+
+
 def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
     return x + y if gate is None else x + y * gate
 
@@ -141,10 +158,13 @@ class JointLayer(nn.Module):
         # A fully masked query row (padding token) would give NaN with a boolean mask; let it attend everywhere instead,
         # as openpi's finite mask value does. Such rows are never read by a valid token.
         mask_BTS = mask_BTS | ~mask_BTS.any(dim=-1, keepdim=True)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-            attn_mask=mask_BTS[:, None], enable_gqa=self.num_heads != self.num_kv_heads,
-        ).transpose(1, 2)
+        if kv_cache is not None and hidden[0] is None:  # a denoising step: few queries, long cached prefix
+            out = attention_few_queries(q, k, v, mask_BTS)
+        else:
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                attn_mask=mask_BTS[:, None], enable_gqa=self.num_heads != self.num_kv_heads,
+            ).transpose(1, 2)
         outs = iter(out.split(q_lengths, dim=1))
 
         new_hidden: list[torch.Tensor | None] = []

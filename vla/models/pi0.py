@@ -56,6 +56,7 @@ class Pi0Policy(nn.Module):
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg
+        self._inference_fns = None  # (prefix_cache, denoise_step) compiled by compile_for_inference
         width = cfg.expert.width
         self.image_encoder = ImageEncoder(cfg.vision, cfg.vlm.width)
         self.transformer = JointTransformer(cfg.vlm, cfg.expert, cfg.vocab_size, adaptive=cfg.pi05)
@@ -205,6 +206,15 @@ class Pi0Policy(nn.Module):
         out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache)
         return _linear(self.action_out_proj, out[:, -H:]).float()
 
+    def compile_for_inference(self) -> None:
+        """sample_actions then runs a compiled prefix pass and denoising step, each replayed as a CUDA graph on the GPU
+        (torch.compile mode="reduce-overhead"). One call is one graph tree: the prefix, then the steps, which read the
+        prefix's K/V in place. `bench/inference.py --modes graphs_all` times it; eval.py's `compile=true` uses it."""
+        self._inference_fns = (
+            torch.compile(self.prefix_cache, mode="reduce-overhead"),
+            torch.compile(self.denoise_step, mode="reduce-overhead"),
+        )
+
     @torch.no_grad()
     def sample_actions(
         self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None, use_kv_cache: bool = True
@@ -218,8 +228,11 @@ class Pi0Policy(nn.Module):
         if noise is None:
             noise = torch.randn(B, H, A, device=tokens.device)
         state = batch.get("state")
+        prefix_fn, step_fn = self._inference_fns or (self.prefix_cache, self.denoise_step)
+        if self._inference_fns is not None:  # a new graph tree: the last call's graph outputs are dead
+            torch.compiler.cudagraph_mark_step_begin()
         if use_kv_cache:
-            kv_cache, prefix_mask = self.prefix_cache(batch)
+            kv_cache, prefix_mask = prefix_fn(batch)
         else:
             prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
 
@@ -228,7 +241,7 @@ class Pi0Policy(nn.Module):
         t = torch.tensor(1.0, dtype=torch.float32, device=x.device)
         for _ in range(num_steps):  # openpi's `while t >= -dt/2` runs exactly num_steps times
             if use_kv_cache:
-                v_t = self.denoise_step(x, t.expand(B), state, kv_cache, prefix_mask)
+                v_t = step_fn(x, t.expand(B), state, kv_cache, prefix_mask)
             else:
                 suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x, t.expand(B))
                 mask = torch.cat([prefix_mask, suffix_mask], dim=1)
