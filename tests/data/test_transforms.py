@@ -172,6 +172,28 @@ def test_pi05_transform(transform):
     np.testing.assert_allclose(raw[0].numpy(), sample["actions"], rtol=1e-5, atol=1e-5)
 
 
+def test_state_noise_reaches_the_state_tokens_only_when_asked(transform, tokenizer_path):
+    stats = _stats()
+    sample = _raw_sample(stats)
+    norm_state = Normalizer.from_stats(stats, "state", True).normalize(sample["state"])
+    noisy = ModelTransform(transform.cfg, stats, transform.tokenizer, state_noise_std=0.2)
+    torch.manual_seed(3)
+    outs = [noisy(sample) for _ in range(200)]
+    deltas = np.stack([o["state"][:8].numpy() - norm_state for o in outs])
+    assert abs(deltas.mean()) < 0.03 and 0.17 < deltas.std() < 0.23  # N(0, 0.2) in normalized units
+    assert not torch.stack([o["state"][8:] for o in outs]).any()  # padding stays exactly 0
+    # the discretized state in the prompt is the noisy one (what Pi0.5 sees), and it changes from draw to draw
+    assert outs[0]["tokens"].tolist() == transform.tokenizer.encode(PROMPT, outs[0]["state"][:8].numpy())[0].tolist()
+    assert len({tuple(o["tokens"].tolist()) for o in outs[:10]}) == 10
+    np.testing.assert_array_equal(outs[0]["actions"], transform(sample)["actions"])  # actions untouched
+    # a process's draws follow torch's seed (DataLoader seeds each worker): reproducible within a run
+    torch.manual_seed(3)
+    again = ModelTransform(transform.cfg, stats, transform.tokenizer, state_noise_std=0.2)(sample)
+    np.testing.assert_array_equal(again["state"], outs[0]["state"])
+    # off by default: the plain transform is deterministic
+    assert transform(sample)["tokens"].tolist() == transform(sample)["tokens"].tolist()
+
+
 def test_transform_accepts_lerobot_float_chw_images(transform):
     sample = _raw_sample(_stats())
     chw = {k: torch.from_numpy(v).permute(2, 0, 1).float() / 255 for k, v in sample["images"].items()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,16 +118,30 @@ def pad_last(x: np.ndarray, dim: int) -> np.ndarray:
 class ModelTransform:
     """One schema sample -> one model sample (torch tensors, unbatched). Picklable: runs in DataLoader workers."""
 
-    def __init__(self, cfg: PolicyConfig, norm_stats: NormStats, tokenizer: PromptTokenizer):
+    def __init__(self, cfg: PolicyConfig, norm_stats: NormStats, tokenizer: PromptTokenizer, state_noise_std: float = 0.0):
         self.cfg = cfg
+        # Train-time only (AugmentConfig.state_noise_std): see `_noisy`.
+        self.state_noise_std = state_noise_std
+        self._rng: tuple[int, np.random.Generator] | None = None
         self.state_norm = Normalizer.from_stats(norm_stats, "state", cfg.use_quantile_norm)
         self.action_norm = Normalizer.from_stats(norm_stats, "actions", cfg.use_quantile_norm)
         self.tokenizer = tokenizer
         self.image_size = cfg.vision.image_size
         self.discrete_state = cfg.pi05 and cfg.discrete_state_input
 
+    def _noisy(self, state: np.ndarray) -> np.ndarray:
+        """Gaussian noise on the normalized state. ManiSkill adds noise to each episode's initial joint angles, so with
+        few demos the (discretized) state alone names the episode and a policy can replay it without looking at the
+        image; this noise removes that key. Drawn from a generator per process, seeded from torch's seed, which
+        DataLoader sets per worker (a resumed run draws other noise; everything else resumes exactly)."""
+        if self._rng is None or self._rng[0] != os.getpid():
+            self._rng = (os.getpid(), np.random.default_rng(torch.initial_seed()))
+        return (state + self._rng[1].normal(0.0, self.state_noise_std, state.shape)).astype(state.dtype)
+
     def __call__(self, sample: dict) -> dict:
         state = self.state_norm.normalize(sample["state"])
+        if self.state_noise_std > 0:
+            state = self._noisy(state)
         tokens, token_mask = self.tokenizer.encode(sample["prompt"], state if self.discrete_state else None)
         out = {
             "images": {},
@@ -151,13 +166,14 @@ class ModelTransform:
         return out
 
     @classmethod
-    def load(cls, cfg: PolicyConfig, norm_stats_path: str | Path, tokenizer_path: str | Path | None = None) -> ModelTransform:
+    def load(cls, cfg: PolicyConfig, norm_stats_path: str | Path, tokenizer_path: str | Path | None = None,
+             state_noise_std: float = 0.0) -> ModelTransform:
         """From files: norm_stats.json and the SentencePiece model (default: `cfg.tokenizer`, else the tiny one)."""
         tokenizer = PromptTokenizer(
             resolve_tokenizer(tokenizer_path or cfg.tokenizer), cfg.max_token_len,
             discrete_state=cfg.pi05 and cfg.discrete_state_input,
         )
-        return cls(cfg, load_norm_stats(norm_stats_path), tokenizer)
+        return cls(cfg, load_norm_stats(norm_stats_path), tokenizer, state_noise_std)
 
     def unnormalize_actions(self, actions_BHA: torch.Tensor, action_dim: int) -> torch.Tensor:
         """Model output (normalized, padded) -> raw robot actions (..., action_dim)."""
@@ -204,6 +220,9 @@ class AugmentConfig:
     saturation: float = 0.5  # factor U(1-s, 1+s) around each pixel's grey
     hue: float = 0.1  # rotation of chroma by U(-h, h) turns
     color_prob: float = 0.5  # each sample is colour-jittered with this probability (augmax's p)
+    # Not in openpi: std of Gaussian noise on the normalized state (quantile units, [-1, 1] = q01..q99), added in the
+    # loader before Pi0.5 discretizes it. 0 = off; see ModelTransform._noisy for why few-demo training wants it.
+    state_noise_std: float = 0.0
 
 
 class _Draws:
