@@ -194,6 +194,22 @@ def test_state_noise_reaches_the_state_tokens_only_when_asked(transform, tokeniz
     assert transform(sample)["tokens"].tolist() == transform(sample)["tokens"].tolist()
 
 
+def test_state_dims_keep_only_the_chosen_normalized_dims(transform):
+    from dataclasses import replace
+
+    stats = _stats()
+    sample = _raw_sample(stats)
+    norm_state = Normalizer.from_stats(stats, "state", True).normalize(sample["state"])
+    picked = ModelTransform(replace(transform.cfg, state_dims=[5, 1]), stats, transform.tokenizer)(sample)
+    np.testing.assert_array_equal(picked["state"][:2].numpy(), norm_state[[5, 1]])
+    assert not picked["state"][2:].any()
+    assert picked["tokens"].tolist() == transform.tokenizer.encode(PROMPT, norm_state[[5, 1]])[0].tolist()
+    empty = ModelTransform(replace(transform.cfg, state_dims=[]), stats, transform.tokenizer)(sample)
+    assert not empty["state"].any()
+    with pytest.raises(ValueError, match=r"model.state_dims \[2, 8\]: the state has 8 dims"):
+        ModelTransform(replace(transform.cfg, state_dims=[2, 8]), stats, transform.tokenizer)(sample)
+
+
 def test_transform_accepts_lerobot_float_chw_images(transform):
     sample = _raw_sample(_stats())
     chw = {k: torch.from_numpy(v).permute(2, 0, 1).float() / 255 for k, v in sample["images"].items()}

@@ -140,6 +140,10 @@ class ModelTransform:
 
     def __call__(self, sample: dict) -> dict:
         state = self.state_norm.normalize(sample["state"])
+        if self.cfg.state_dims is not None:
+            if max(self.cfg.state_dims, default=-1) >= len(state):
+                raise ValueError(f"model.state_dims {list(self.cfg.state_dims)}: the state has {len(state)} dims")
+            state = state[list(self.cfg.state_dims)]
         if self.state_noise_std > 0:
             state = self._noisy(state)
         tokens, token_mask = self.tokenizer.encode(sample["prompt"], state if self.discrete_state else None)

@@ -42,6 +42,10 @@ class PolicyConfig:
     action_horizon: int = 50  # H, the chunk length
     max_token_len: int = 200  # prompt length (48 for Pi0)
     discrete_state_input: bool = True  # Pi0.5 only: state as discretized text tokens in the prompt
+    # Which dims of the task's state the model reads, after normalization (null: all). With few demos, the robot's
+    # noisy initial joint angles name the episode; keeping only what the cameras cannot show (PickCube's hidden goal,
+    # dims 8-10) makes the policy find the cube in the image. Saved with the checkpoint, so eval reads the same dims.
+    state_dims: list[int] | None = None
     image_keys: list[str] = field(default_factory=lambda: list(IMAGE_KEYS))
     tokenizer: str | None = None  # path to a SentencePiece model (PaliGemma's for real weights)
     pretrained: str | None = None  # any checkpoint vla.models.weights can load, or null for random init
