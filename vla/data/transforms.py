@@ -124,6 +124,11 @@ class ModelTransform:
         self.state_noise_std = state_noise_std
         self._rng: tuple[int, np.random.Generator] | None = None
         self.state_norm = Normalizer.from_stats(norm_stats, "state", cfg.use_quantile_norm)
+        # checked once here (the norm stats know the state's size), not per sample in the loader workers
+        self.state_dims = None if cfg.state_dims is None else list(cfg.state_dims)
+        if self.state_dims is not None and max(self.state_dims, default=-1) >= len(self.state_norm.q01):
+            raise ValueError(f"model.state_dims {self.state_dims}: the state has {len(self.state_norm.q01)} dims "
+                             "(norm stats)")
         self.action_norm = Normalizer.from_stats(norm_stats, "actions", cfg.use_quantile_norm)
         self.tokenizer = tokenizer
         self.image_size = cfg.vision.image_size
@@ -140,10 +145,8 @@ class ModelTransform:
 
     def __call__(self, sample: dict) -> dict:
         state = self.state_norm.normalize(sample["state"])
-        if self.cfg.state_dims is not None:
-            if max(self.cfg.state_dims, default=-1) >= len(state):
-                raise ValueError(f"model.state_dims {list(self.cfg.state_dims)}: the state has {len(state)} dims")
-            state = state[list(self.cfg.state_dims)]
+        if self.state_dims is not None:
+            state = state[self.state_dims]
         if self.state_noise_std > 0:
             state = self._noisy(state)
         tokens, token_mask = self.tokenizer.encode(sample["prompt"], state if self.discrete_state else None)
