@@ -4,8 +4,8 @@
 
 Modes: eager; compile = torch.compile of `prefix_cache` and `denoise_step` (default mode); cudagraphs = the same, with
 `denoise_step` compiled with mode="reduce-overhead" (each of the 10 denoising steps replays one captured CUDA graph);
-graphs_all = the prefix graphed too (one CUDA-graph tree per call: prefix, then the 10 steps, which read the prefix's
-K/V in place). --profile writes each mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras +
+graphs_all = the policy's own `compile_for_inference` + `sample_actions` (eval.py compile=true): the prefix graphed too,
+one CUDA-graph tree per call (prefix, then the 10 steps, which read the prefix's K/V in place). --profile writes each mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras +
 a masked third, `--tokens` valid prompt tokens of the model's max_token_len. Times are medians over `--iters` runs,
 CUDA events, after warm-up; the prefix/denoise split is timed separately.
 """
@@ -71,19 +71,24 @@ def main() -> None:
     policy = policy.to(torch.bfloat16).eval()
     cfg = policy.cfg
     rows = []
-    for mode in args.modes:
+    # inputs and eager references first: graphs_all installs its compiled functions into the policy
+    inputs = {B: (make_batch(cfg, B, args.tokens, device),
+                  torch.randn(B, cfg.action_horizon, cfg.action_dim, device=device)) for B in args.batch}
+    with torch.no_grad():
+        refs = {B: policy.sample_actions(batch, noise=noise) for B, (batch, noise) in inputs.items()}
+    for mode in sorted(args.modes, key=lambda m: m == "graphs_all"):  # graphs_all last: it changes sample_actions
         prefix_fn, step_fn = policy.prefix_cache, policy.denoise_step
-        graphed_steps = mode in ("cudagraphs", "graphs_all")
-        if mode != "eager":  # cudagraphs: the prefix compiled, not graphed; graphs_all: both graphed
-            prefix_fn = torch.compile(policy.prefix_cache, **({"mode": "reduce-overhead"} if mode == "graphs_all" else {}))
-            step_fn = torch.compile(policy.denoise_step, **({"mode": "reduce-overhead"} if graphed_steps else {}))
+        if mode == "graphs_all":  # the product's path: eval.py compile=true, sample_actions replaying CUDA graphs
+            prefix_fn, step_fn = policy.compile_for_inference()
+        elif mode != "eager":  # compile: both compiled; cudagraphs: the steps replayed as CUDA graphs, prefix compiled
+            prefix_fn = torch.compile(policy.prefix_cache)
+            step_fn = torch.compile(policy.denoise_step, **({"mode": "reduce-overhead"} if mode == "cudagraphs" else {}))
         for B in args.batch:
-            batch = make_batch(cfg, B, args.tokens, device)
-            noise = torch.randn(B, cfg.action_horizon, cfg.action_dim, device=device)
+            batch, noise = inputs[B]
             dt = -1.0 / cfg.num_denoise_steps
 
-            def denoise(kv, pmask, new_step=True):
-                if graphed_steps and new_step:
+            def denoise(kv, pmask):
+                if mode == "cudagraphs":
                     torch.compiler.cudagraph_mark_step_begin()
                 x, t = noise, torch.ones((), device=device)
                 for _ in range(cfg.num_denoise_steps):
@@ -92,10 +97,9 @@ def main() -> None:
                 return x
 
             def full():
-                if mode == "graphs_all":  # one step: the prefix's graphed K/V must stay valid through the 10 steps
-                    torch.compiler.cudagraph_mark_step_begin()
-                kv, pmask = prefix_fn(batch)
-                return denoise(kv, pmask, new_step=mode != "graphs_all")
+                if mode == "graphs_all":
+                    return policy.sample_actions(batch, noise=noise)
+                return denoise(*prefix_fn(batch))
 
             def prefix_only():
                 if mode == "graphs_all":
@@ -110,8 +114,7 @@ def main() -> None:
                 else:
                     kv, pmask = prefix_fn(batch)
                     steps = cuda_median_ms(lambda: denoise(kv, pmask), args.iters)
-                # the benchmarked loop must be sample_actions' computation
-                ref = policy.sample_actions(batch, noise=noise)
+                ref = refs[B]  # the benchmarked loop must be sample_actions' eager computation
                 err = ((full().float() - ref).norm() / ref.norm()).item()
                 if args.profile:
                     profile_kernels(full, args.profile / f"profile_{mode}_b{B}.txt")

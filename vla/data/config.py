@@ -18,7 +18,8 @@ class DemoConfig:
     num_demos: int = 4  # successful, replayed demos to keep
     num_workers: int = 2  # worker processes (each plans and replays whole episodes)
     seed: int = 0  # first env seed tried; seeds are tried in order and the first num_demos successes are kept
-    max_attempts: int = 100  # seeds tried at most before giving up (PlaceSphere plans succeed ~40% of the time)
+    # seeds tried at most before giving up; must be >= num_demos (PlaceSphere plans succeed ~40% of the time)
+    max_attempts: int = 100
     timeout_s: float = 600.0  # per episode (plan + replay): a broken setup hangs instead of failing
     out_dir: str = MISSING  # where the merged <env_id>.rgb.<control_mode>.<backend>.h5/.json pair is written
 

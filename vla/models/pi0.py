@@ -206,14 +206,16 @@ class Pi0Policy(nn.Module):
         out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache)
         return _linear(self.action_out_proj, out[:, -H:]).float()
 
-    def compile_for_inference(self) -> None:
+    def compile_for_inference(self) -> tuple:
         """sample_actions then runs a compiled prefix pass and denoising step, each replayed as a CUDA graph on the GPU
         (torch.compile mode="reduce-overhead"). One call is one graph tree: the prefix, then the steps, which read the
-        prefix's K/V in place. `bench/inference.py --modes graphs_all` times it; eval.py's `compile=true` uses it."""
+        prefix's K/V in place. Returns the two compiled functions (the bench times the prefix alone with the first).
+        `bench/inference.py --modes graphs_all` times it; eval.py's `compile=true` uses it."""
         self._inference_fns = (
             torch.compile(self.prefix_cache, mode="reduce-overhead"),
             torch.compile(self.denoise_step, mode="reduce-overhead"),
         )
+        return self._inference_fns
 
     @torch.no_grad()
     def sample_actions(
