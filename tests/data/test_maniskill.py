@@ -233,10 +233,10 @@ def test_live_env_observation_equals_dataset_frame(name, steps, demo_files, data
 def test_more_demos_than_attempts_fails_before_any_work(tmp_path):
     """num_demos > demos.max_attempts can never succeed: one line at once, not after every seed has been rendered."""
     from tests.data.helpers import load_task
-    from vla.data.maniskill import generate_demos
+    from vla.data.maniskill import GenerationError, generate_demos
 
     task = load_task("pickcube", demos={"max_attempts": 3})
-    with pytest.raises(ValueError, match=r"max_attempts=3 < num_demos=5") as e:
+    with pytest.raises(GenerationError, match=r"max_attempts=3 < num_demos=5") as e:
         generate_demos(task, tmp_path / "out", num_demos=5, progress=False)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
