@@ -6,8 +6,9 @@ Modes: eager; compile = torch.compile of `prefix_cache` and `denoise_step` (defa
 `denoise_step` compiled with mode="reduce-overhead" (each of the 10 denoising steps replays one captured CUDA graph);
 graphs_all = the policy's own `compile_for_inference` + `sample_actions` (eval.py compile=true): the prefix graphed too,
 one CUDA-graph tree per call (prefix, then the 10 steps, which read the prefix's K/V in place). --profile writes each
-mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras + a masked third, `--tokens` valid prompt tokens of the model's max_token_len. Times are medians over `--iters` runs,
-CUDA events, after warm-up; the prefix/denoise split is timed separately.
+mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras + a masked third,
+`--tokens` valid prompt tokens of the model's max_token_len. Times are medians over `--iters` runs, CUDA events, after
+warm-up; the prefix/denoise split is timed separately.
 """
 
 from __future__ import annotations
