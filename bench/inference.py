@@ -80,7 +80,7 @@ def main() -> None:
     for mode in sorted(args.modes, key=lambda m: m == "graphs_all"):  # graphs_all last: it changes sample_actions
         prefix_fn, step_fn = policy.prefix_cache, policy.denoise_step
         if mode == "graphs_all":  # the product's path: eval.py compile=true, sample_actions replaying CUDA graphs
-            prefix_fn, step_fn = policy.compile_for_inference()
+            prefix_fn = policy.compile_for_inference()[0]  # the steps run inside sample_actions
         elif mode != "eager":  # compile: both compiled; cudagraphs: the steps replayed as CUDA graphs, prefix compiled
             prefix_fn = torch.compile(policy.prefix_cache)
             step_fn = torch.compile(policy.denoise_step, **({"mode": "reduce-overhead"} if mode == "cudagraphs" else {}))

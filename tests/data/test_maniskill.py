@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.data.helpers import expected_state, read_h5, trajectories
+from tests.data.helpers import expected_state, load_task, read_h5, trajectories
 from vla.data.config import ConvertConfig
 from vla.data.convert import convert
 from vla.data.maniskill import DataError, read_episodes
@@ -232,7 +232,6 @@ def test_live_env_observation_equals_dataset_frame(name, steps, demo_files, data
 
 def test_more_demos_than_attempts_fails_before_any_work(tmp_path):
     """num_demos > demos.max_attempts can never succeed: one line at once, not after every seed has been rendered."""
-    from tests.data.helpers import load_task
     from vla.data.maniskill import GenerationError, generate_demos
 
     task = load_task("pickcube", demos={"max_attempts": 3})

@@ -169,8 +169,8 @@ def generate_demos(task: TaskConfig, out_dir: str | Path, num_demos: int | None 
     if num_demos < 1:
         raise ValueError(f"num_demos must be >= 1, got {num_demos}")
     if cfg.max_attempts < num_demos:  # would fail only after every seed had been planned and rendered
-        raise GenerationError(f"{task.env_id}: demos.max_attempts={cfg.max_attempts} < num_demos={num_demos}: at most "
-                         f"max_attempts seeds are tried; raise task.demos.max_attempts")
+        raise GenerationError(f"{task.env_id}: demos.max_attempts={cfg.max_attempts} < num_demos={num_demos}: "
+                              "at most max_attempts seeds are tried; raise task.demos.max_attempts")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / replayed_name(task, task.env_id)
