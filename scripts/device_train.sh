@@ -8,7 +8,8 @@
 # the call returns, for as long as the machine stays warm. Later calls start other runs beside it on the same GPU,
 # wait for them (scripts/device_wait.sh) and pack each (scripts/device_pack.sh); runs/ persists between the calls.
 # The machine goes back 30 s after a call returns, and the run with it: send the chain as one batch of calls.
-# TRAIN_TIMEOUT ends a run with SIGTERM, on which train.py saves the step in progress.
+# TRAIN_TIMEOUT ends a run with SIGTERM, on which train.py saves the step in progress. WAIT_DATA=1 (with DETACH) waits
+# for the dataset that scripts/device_demos.sh is still making on the same machine.
 #   DETACH=1 TASK=pushcube DATA=data/pushcube200 STEPS=30000 bash scripts/device_train.sh optim.decay_steps=6000
 set -uo pipefail
 OUT=${OUT:-device_out}; source "$(dirname "$0")/../bench/gpu_env.sh"
@@ -17,10 +18,14 @@ args=(task=$TASK model=pi05_small optim=adamw_scratch hardware=1xgpu hardware.ac
       task.image_size=128 task.dataset_root=$DATA cache_images=true batch_size=${BATCH:-128} progress=false "$@")
 mkdir -p runs; t0=$(date +%s)
 if [ -n "${DETACH:-}" ]; then
-  setsid nohup timeout ${TRAIN_TIMEOUT:-1700} python3 train.py "${args[@]}" num_steps=${STEPS:?DETACH needs STEPS} \
+  # WAIT_DATA=1: the background session first waits for $DATA.done (scripts/device_demos.sh DETACH=1 is still making
+  # the dataset), and gives up on $DATA.failed
+  setsid nohup bash -c 'if [ -n "$WAIT_DATA" ]; then
+      until [ -e "$DATA.done" ]; do [ -e "$DATA.failed" ] && { echo "$DATA.failed: no dataset"; exit 1; }; sleep 5; done
+    fi; exec "$@"' _ timeout ${TRAIN_TIMEOUT:-1700} python3 train.py "${args[@]}" num_steps=${STEPS:?DETACH needs STEPS} \
     log_interval=50 save_interval=${SAVE:-500} keep_last=2 keep_period=null run_name=$RUN \
     > "runs/$RUN.train.log" 2>&1 < /dev/null &
-  echo "$RUN: train.py started in the background (pid $!), log runs/$RUN.train.log"
+  echo "$RUN: train.py started in the background (pid $!)${WAIT_DATA:+ once $DATA.done exists}, log runs/$RUN.train.log"
   exit 0
 fi
 if [ -z "${STEPS:-}" ]; then  # no STEPS given: a 100-step probe sizes the run to BUDGET

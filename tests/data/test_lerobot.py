@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.data.helpers import expected_state, read_h5, trajectories
-from vla.data.lerobot import schema_from_row, write_dataset
+from vla.data.lerobot import schema_from_row, write_dataset, write_dataset_sharded
 from vla.data.maniskill import read_episodes
 
 pytestmark = pytest.mark.slow
@@ -171,3 +171,23 @@ def test_video_dataset_reads_back_through_the_training_dataset(demo_files, tasks
             assert torch.equal(a["images"][key], (b["images"][key] * 255).round().to(torch.uint8).permute(1, 2, 0)), (i, key)
         assert a["prompt"] == b["prompt"] and a["image_masks"] == b["image_masks"]
         np.testing.assert_array_equal(a["state"], b["state"])
+
+
+def test_sharded_write_equals_serial_write(demo_files, tasks, datasets, tmp_path):
+    """convert.py num_workers>1: shards written by parallel processes and merged by lerobot's aggregate_datasets make
+    the same dataset, row for row and pixel for pixel, with the same norm stats."""
+    task = tasks["pickcube"]
+    episodes = read_episodes(demo_files["pickcube"], task)
+    report = write_dataset_sharded(episodes, tmp_path / "sharded", task, 10, num_workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded"]  # the shards are gone
+    assert (report.episodes, report.frames) == (2, sum(len(e) for e in episodes))
+    a, b = _open(report.root, task), _open(datasets["pickcube"], task)
+    assert a.meta.info["total_episodes"] == b.meta.info["total_episodes"] == 2
+    assert list(a.meta.episodes["length"]) == list(b.meta.episodes["length"])
+    assert len(a) == len(b) == report.frames
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        for key in ("image", "wrist_image", "wrist_mask", "state", "actions", "episode_index", "frame_index", "index"):
+            assert torch.equal(x[key], y[key]), (i, key)
+        assert x["task"] == y["task"]
+    assert (report.root / "norm_stats.json").read_text() == (datasets["pickcube"] / "norm_stats.json").read_text()

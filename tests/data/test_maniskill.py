@@ -239,3 +239,31 @@ def test_more_demos_than_attempts_fails_before_any_work(tmp_path):
         generate_demos(task, tmp_path / "out", num_demos=5, progress=False)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_plan_only_then_maniskill_replay_gives_the_generated_demo(demo_files, tasks, tmp_path):
+    """task.demos.replay=false writes the motion plans alone (no images); ManiSkill's own replay tool, run on them
+    elsewhere (scripts/device_demos.sh), gives the very demo that planning + replay in one go gave."""
+    from mani_skill.trajectory import replay_trajectory
+
+    from tests.data.helpers import IMAGE_SIZE
+    from vla.data.maniskill import generate_demos
+
+    task = load_task("pickcube", image_size=IMAGE_SIZE, demos={"num_workers": 1, "replay": False})
+    report = generate_demos(task, tmp_path, num_demos=1, progress=False)
+    assert report.path == tmp_path / "PickCube-v1.planned.h5" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "PickCube-v1.planned.h5", "PickCube-v1.planned.json"]
+    meta = json.loads(report.path.with_suffix(".json").read_text())
+    assert meta["env_info"]["env_kwargs"]["control_mode"] == "pd_joint_pos" and len(meta["episodes"]) == 1
+    with h5py.File(report.path) as f:
+        assert len(f["traj_0/obs"]) == 0  # nothing rendered yet
+
+    replay_trajectory.main(replay_trajectory.Args(traj_path=str(report.path), sim_backend=task.sim_backend,
+                                                  obs_mode="rgb", target_control_mode=task.control_mode,
+                                                  save_traj=True, num_envs=1))
+    replayed = read_episodes(tmp_path / f"PickCube-v1.rgb.{task.control_mode}.{task.sim_backend}.h5", task)
+    generated = read_episodes(demo_files["pickcube"], tasks["pickcube"])[0]
+    assert len(replayed) == 1 and replayed[0].seed == generated.seed == 0
+    np.testing.assert_array_equal(replayed[0].actions, generated.actions)
+    np.testing.assert_array_equal(replayed[0].state, generated.state)
+    np.testing.assert_array_equal(replayed[0].images("base_camera"), generated.images("base_camera"))

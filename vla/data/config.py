@@ -21,7 +21,12 @@ class DemoConfig:
     # seeds tried at most before giving up; must be >= num_demos (PlaceSphere plans succeed ~40% of the time)
     max_attempts: int = 100
     timeout_s: float = 600.0  # per episode (plan + replay): a broken setup hangs instead of failing
-    out_dir: str = MISSING  # where the merged <env_id>.rgb.<control_mode>.<backend>.h5/.json pair is written
+    # False: stop after motion planning and write <env_id>.planned.h5 (pd_joint_pos, no images). Planning is cheap on
+    # any CPU; rendering is not (lavapipe), so the replay can run where a GPU renders, with ManiSkill's own tool:
+    #   python -m mani_skill.trajectory.replay_trajectory --traj-path <env_id>.planned.h5 -o rgb -c pd_ee_delta_pose
+    #       -b physx_cpu --save-traj -n <processes>
+    replay: bool = True
+    out_dir: str = MISSING  # where the merged <env_id>.rgb.<control_mode>.<backend>.h5/.json (or .planned) is written
 
 
 @dataclass
@@ -64,6 +69,8 @@ class ConvertConfig:
     output: str = MISSING  # dataset directory; must not exist unless overwrite
     overwrite: bool = False
     use_videos: bool = False  # False: PNG frames in parquet (exact pixels); True: AV1 mp4 (~10x smaller, lossy)
+    # >1: write that many shards in parallel processes and merge them (lerobot's aggregate_datasets); the same dataset
+    num_workers: int = 1
 
 
 def register_configs() -> None:

@@ -68,12 +68,22 @@ class ChunkedDataset(torch.utils.data.Dataset):
         self.cache: dict | None = None
         if cache_images:
             meta = self.lerobot.meta
+            masks = {f: _column(table, f).astype(bool) for f in DATASET_MASK_KEYS.values() if f in meta.features}
             self.cache = {
                 "state": _column(table, "state").astype(np.float32),
                 "task": np.asarray(meta.tasks.index)[_column(table, "task_index")],
-                **{f: _column(table, f).astype(bool) for f in DATASET_MASK_KEYS.values() if f in meta.features},
-                **{f: decode_all_frames(self.lerobot, f) for f in DATASET_IMAGE_KEYS.values() if f in meta.features},
+                **masks,
+                **{f: self._cached_frames(f, masks.get(DATASET_MASK_KEYS.get(key, "")))
+                   for key, f in DATASET_IMAGE_KEYS.items() if f in meta.features},
             }
+
+    def _cached_frames(self, feature: str, mask: np.ndarray | None) -> torch.Tensor:
+        if mask is not None and not mask.any():
+            # a camera the task does not have (stored as zeros, mask False everywhere): one shared zero frame serves
+            # every row, which halves the cache and its start-up decode for the single-camera tasks
+            h, w, _ = self.lerobot.meta.features[feature]["shape"]
+            return torch.zeros((1, h, w, 3), dtype=torch.uint8).share_memory_().expand(len(mask), h, w, 3)
+        return decode_all_frames(self.lerobot, feature)
 
     def __len__(self) -> int:
         return len(self.actions)

@@ -13,9 +13,11 @@ Features (the ManiSkill fork's layout, spec §9.3, plus an explicit wrist mask):
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +93,10 @@ def write_dataset(
     action_horizon: int,
     use_videos: bool = False,
     overwrite: bool = False,
+    encoder_threads: int | None = None,
 ) -> WriteReport:
     """Write `episodes` (already validated by read_episodes) + norm_stats.json to `output`.
+    `encoder_threads`: threads of each video encoder (lerobot's default, None, lets SVT-AV1 take every core).
 
     Everything goes into a temp dir next to `output` that is renamed at the end; on any error it is removed,
     so a failed conversion leaves nothing behind.
@@ -120,6 +124,7 @@ def write_dataset(
             robot_type="panda",
             use_videos=use_videos,
             image_writer_threads=4,  # PNG encoding releases the GIL
+            encoder_threads=encoder_threads,
         )
         zeros = np.zeros((task.image_size, task.image_size, 3), np.uint8)
         has_wrist = np.array([wrist_cam is not None])
@@ -153,4 +158,52 @@ def write_dataset(
     report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)
     log.info("wrote %s: %d episodes, %d frames, %.1f MB in %.1f s", output, report.episodes, report.frames,
              report.bytes / 1e6, report.seconds)
+    return report
+
+
+def write_dataset_sharded(
+    episodes: list[Episode],
+    output: str | Path,
+    task: TaskConfig,
+    action_horizon: int,
+    use_videos: bool = False,
+    overwrite: bool = False,
+    num_workers: int = 2,
+) -> WriteReport:
+    """`write_dataset` for thousands of demos: contiguous shards are written by `num_workers` processes at once (PNG and
+    video encoding are CPU-bound), then merged in episode order with lerobot's own `aggregate_datasets`. The norm stats
+    are computed over all episodes, exactly as `write_dataset` computes them. Atomic like it."""
+    from lerobot.datasets.aggregate import aggregate_datasets
+
+    output = Path(output).absolute()
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = output.parent / f".{output.name}.shards-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    t0 = time.perf_counter()
+    shards = [idx for idx in np.array_split(np.arange(len(episodes)), min(num_workers, len(episodes))) if len(idx)]
+    roots = [work / f"shard{i:04d}" for i in range(len(shards))]
+    try:
+        work.mkdir(parents=True)
+        # spawned (lerobot's writer threads must not be forked), and not daemonic: lerobot starts processes of its own.
+        # Each shard's video encoder gets its share of the cores: SVT-AV1 otherwise starts a thread per core in every
+        # shard, and 48 shards on 64 cores ran at a load of 156 and converted 1,000 demos in over 13 minutes.
+        n = len(shards)
+        threads = max(1, (os.cpu_count() or 1) // n)
+        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(write_dataset, [[episodes[j] for j in idx] for idx in shards], roots, [task] * n,
+                          [action_horizon] * n, [use_videos] * n, [False] * n, [threads] * n))
+        merged = work / "merged"
+        aggregate_datasets([task.repo_id] * len(roots), task.repo_id, roots=roots, aggr_root=merged)
+        stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
+        save_norm_stats(merged / "norm_stats.json", stats)
+        if output.exists():
+            shutil.rmtree(output)
+        merged.rename(output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)
+    log.info("wrote %s from %d shards: %d episodes, %d frames, %.1f MB in %.1f s", output, len(shards), report.episodes,
+             report.frames, report.bytes / 1e6, report.seconds)
     return report

@@ -76,6 +76,10 @@ class GenerationReport:
     lengths: list[int]
 
 
+def planned_name(stem: str) -> str:
+    return f"{stem}.planned.h5"
+
+
 def replayed_name(task: TaskConfig, stem: str) -> str:
     # replay_trajectory names its output <stem>.<obs_mode>.<control_mode>.<sim_backend>.h5
     return f"{stem}.rgb.{task.control_mode}.{task.sim_backend}.h5"
@@ -132,9 +136,12 @@ def _demo_worker(args: tuple[TaskConfig, int, str]) -> DemoResult:
     plan_s = time.perf_counter() - t0
     if not planned:
         return DemoResult(seed, False, False, 0, plan_s, 0.0, None)
+    raw = Path(work_dir) / f"{stem}.h5"
+    if not task.demos.replay:  # plan-only: the recorded pd_joint_pos episode is the result
+        steps = json.loads(raw.with_suffix(".json").read_text())["episodes"][0]["elapsed_steps"]
+        return DemoResult(seed, True, False, int(steps), plan_s, 0.0, str(raw))
 
     t0 = time.perf_counter()
-    raw = Path(work_dir) / f"{stem}.h5"
     try:
         args_ = replay_trajectory.Args(
             traj_path=str(raw),
@@ -157,7 +164,8 @@ def _demo_worker(args: tuple[TaskConfig, int, str]) -> DemoResult:
 
 
 def generate_demos(task: TaskConfig, out_dir: str | Path, num_demos: int | None = None, progress: bool = True) -> GenerationReport:
-    """Generate `num_demos` successful demos of `task` into `out_dir/<env_id>.rgb.<control_mode>.<backend>.h5`.
+    """Generate `num_demos` successful demos of `task` into `out_dir/<env_id>.rgb.<control_mode>.<backend>.h5`
+    (with `task.demos.replay=False`: `out_dir/<env_id>.planned.h5`, the successful motion plans, not yet replayed).
 
     Writes nothing but that .h5/.json pair (atomically); the per-seed files live in a temporary work dir.
     """
@@ -173,7 +181,7 @@ def generate_demos(task: TaskConfig, out_dir: str | Path, num_demos: int | None 
                               "at most max_attempts seeds are tried; raise task.demos.max_attempts")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / replayed_name(task, task.env_id)
+    final = out_dir / (replayed_name(task, task.env_id) if cfg.replay else planned_name(task.env_id))
     seeds = list(range(cfg.seed, cfg.seed + cfg.max_attempts))
     kept: list[DemoResult] = []
     results: list[DemoResult] = []
@@ -197,7 +205,7 @@ def generate_demos(task: TaskConfig, out_dir: str | Path, num_demos: int | None 
                 if r.error and not kept and sum(x.error is not None for x in results) >= 3:
                     # three crashes before any success: a broken setup, not bad luck
                     raise GenerationError(f"{task.env_id}: seed {r.seed} crashed: {r.error.strip().splitlines()[-1]}")
-                if r.replayed:
+                if r.replayed or (r.planned and not cfg.replay):
                     kept.append(r)
                     bar.update(1)
                 bar.set_postfix(plan_fail=sum(not x.planned for x in results), replay_fail=sum(x.planned and not x.replayed for x in results))

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Render and convert demos on the device tool's GPU machine, where SAPIEN renders with the GPU (Vulkan) and 32-64 cores
+# replay in parallel. Input: motion plans made on any CPU with task.demos.replay=false (no images, ~30 KB a demo):
+#   python convert.py task=pickcube task.image_size=128 task.demos.replay=false task.demos.num_demos=3000 \
+#       task.demos.max_attempts=3600 task.demos.seed=10000 task.demos.out_dir=data/planned/pick
+# Carried: .whl (bench/gpu_env.sh), .msite/ms_site.tar.xz (scripts/build_device_maniskill.sh), .gl (the Vulkan loader
+# debs, device README) and the planned .h5/.json. Then, on the device:
+#   TASK=pickcube PLANNED=data/planned/pick/PickCube-v1.planned.h5 DATA=data/pick3000 SIZE=128 PROCS=48 CONVERT=24 \
+#       bash scripts/device_demos.sh [convert.py overrides]
+# 1. ManiSkill's replay_trajectory, PROCS processes: pd_joint_pos -> the task's control mode, with RGB observations;
+# 2. convert.py with num_workers=CONVERT: the LeRobot dataset (videos) + norm stats in DATA.
+# DETACH=1 runs it in its own process session (it outlives the call while the machine stays warm) and leaves
+# DATA.done or DATA.failed behind, with the log in DATA.log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${TASK:?}" "${PLANNED:?}" "${DATA:?}"
+if [ -n "${DETACH:-}" ]; then
+  rm -f "$DATA.done" "$DATA.failed"
+  DETACH= setsid nohup bash "$0" "$@" > "$DATA.log" 2>&1 < /dev/null &
+  echo "$DATA: replay + convert started in the background (pid $!), log $DATA.log"
+  exit 0
+fi
+fail() { echo "device_demos: $*" >&2; [ -n "${DATA:-}" ] && touch "$DATA.failed"; exit 1; }
+OUT=${OUT:-device_out}; source bench/gpu_env.sh
+source scripts/device_maniskill_env.sh || fail "no ManiSkill"
+read -r ENV_ID CONTROL BACKEND < <(python3 -c "
+from vla.data.config import load_task_config; t = load_task_config('$TASK'); print(t.env_id, t.control_mode, t.sim_backend)") \
+  || fail "cannot load task $TASK"
+[ -f "$PLANNED" ] || fail "$PLANNED: no such file"
+REPLAYED=$(dirname "$PLANNED")/$ENV_ID.rgb.$CONTROL.$BACKEND.h5
+# one thread per process: every replay process (and convert shard) is single-episode work, and torch/OpenMP pools of
+# 64 threads in each of 60 processes left the 64 cores at a load of 150
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+t0=$(date +%s)
+quiet() { tr '\r' '\n' < "$1" | grep -v -i "warn\|^Remove\|Merging\|step/s\]$\|svt\[" | tail -n "${2:-20}"; }
+python3 -m mani_skill.trajectory.replay_trajectory --traj-path "$PLANNED" -o rgb -c "$CONTROL" -b "$BACKEND" \
+  --save-traj -n "${PROCS:-16}" > "$DATA.replay.log" 2>&1 || { quiet "$DATA.replay.log"; fail "replay failed"; }
+quiet "$DATA.replay.log" 3
+[ -f "$REPLAYED" ] || fail "replay wrote no $REPLAYED"
+t1=$(date +%s); echo "replay: $((t1 - t0)) s"
+python3 convert.py task="$TASK" model=pi05_small task.image_size="${SIZE:-128}" input="$REPLAYED" output="$DATA" \
+  use_videos=true num_workers="${CONVERT:-8}" overwrite=true "$@" > "$DATA.convert.log" 2>&1 \
+  || { quiet "$DATA.convert.log"; fail "convert failed"; }
+quiet "$DATA.convert.log" 2
+[ -f "$DATA/norm_stats.json" ] || fail "convert wrote no $DATA/norm_stats.json"
+echo "convert: $(( $(date +%s) - t1 )) s"
+touch "$DATA.done"
