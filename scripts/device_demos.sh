@@ -28,8 +28,8 @@ from vla.data.config import load_task_config; t = load_task_config('$TASK'); pri
   || fail "cannot load task $TASK"
 [ -f "$PLANNED" ] || fail "$PLANNED: no such file"
 REPLAYED=$(dirname "$PLANNED")/$ENV_ID.rgb.$CONTROL.$BACKEND.h5
-# one thread per process: every replay process (and convert shard) is single-episode work, and torch/OpenMP pools of
-# 64 threads in each of 60 processes left the 64 cores at a load of 150
+# one thread per process: every replay process (and convert shard) works on one episode at a time, and torch/OpenMP
+# pools of a thread per core in each of 60 processes oversubscribe the machine (the first device run saw loads of 84-156)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 t0=$(date +%s)
 quiet() { tr '\r' '\n' < "$1" | grep -v -i "warn\|^Remove\|Merging\|step/s\]$\|svt\[" | tail -n "${2:-20}"; }

@@ -188,7 +188,7 @@ def write_dataset_sharded(
         work.mkdir(parents=True)
         # spawned (lerobot's writer threads must not be forked), and not daemonic: lerobot starts processes of its own.
         # Each shard's video encoder gets its share of the cores: SVT-AV1 otherwise starts a thread per core in every
-        # shard, and 48 shards on 64 cores ran at a load of 156 and converted 1,000 demos in over 13 minutes.
+        # shard, and 48 shards on 64 cores ran at a load of 156 and had not converted 1,000 demos after 13 minutes.
         n = len(shards)
         threads = max(1, (os.cpu_count() or 1) // n)
         with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
