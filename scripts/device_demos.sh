@@ -8,7 +8,8 @@
 #   TASK=pickcube PLANNED=data/planned/pick/PickCube-v1.planned.h5 DATA=data/pick3000 SIZE=128 PROCS=48 CONVERT=24 \
 #       bash scripts/device_demos.sh [convert.py overrides]
 # 1. ManiSkill's replay_trajectory, PROCS processes: pd_joint_pos -> the task's control mode, with RGB observations;
-# 2. convert.py with num_workers=CONVERT: the LeRobot dataset (videos) + norm stats in DATA.
+# 2. convert.py with num_workers=CONVERT: the LeRobot dataset (videos) + norm stats in DATA (over MODEL's action
+#    horizon: pi05_small by default, 16 steps; MODEL=pi05 for the full model's 50).
 # DETACH=1 runs it in its own process session (it outlives the call while the machine stays warm) and leaves
 # DATA.done or DATA.failed behind, with the log in DATA.log.
 set -uo pipefail
@@ -38,7 +39,7 @@ python3 -m mani_skill.trajectory.replay_trajectory --traj-path "$PLANNED" -o rgb
 quiet "$DATA.replay.log" 3
 [ -f "$REPLAYED" ] || fail "replay wrote no $REPLAYED"
 t1=$(date +%s); echo "replay: $((t1 - t0)) s"
-python3 convert.py task="$TASK" model=pi05_small task.image_size="${SIZE:-128}" input="$REPLAYED" output="$DATA" \
+python3 convert.py task="$TASK" model="${MODEL:-pi05_small}" task.image_size="${SIZE:-128}" input="$REPLAYED" output="$DATA" \
   use_videos=true num_workers="${CONVERT:-8}" overwrite=true "$@" > "$DATA.convert.log" 2>&1 \
   || { quiet "$DATA.convert.log"; fail "convert failed"; }
 quiet "$DATA.convert.log" 2
