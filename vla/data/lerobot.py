@@ -86,30 +86,39 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def write_dataset(
-    episodes: list[Episode],
-    output: str | Path,
-    task: TaskConfig,
-    action_horizon: int,
-    use_videos: bool = False,
-    overwrite: bool = False,
-    encoder_threads: int | None = None,
-) -> WriteReport:
-    """Write `episodes` (already validated by read_episodes) + norm_stats.json to `output`.
-    `encoder_threads`: threads of each video encoder (lerobot's default, None, lets SVT-AV1 take every core).
-
-    Everything goes into a temp dir next to `output` that is renamed at the end; on any error it is removed,
-    so a failed conversion leaves nothing behind.
-    """
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
+def _staging(output: str | Path, overwrite: bool, kind: str) -> tuple[Path, Path]:
+    """`output` made absolute, and a fresh staging path next to it (renamed into place by `_publish`)."""
     output = Path(output).absolute()
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.perf_counter()
+    staging = output.parent / f".{output.name}.{kind}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    return output, staging
+
+
+def _publish(dataset: Path, output: Path, episodes: list[Episode], action_horizon: int) -> None:
+    """norm_stats.json over all `episodes` into the finished `dataset`, then `dataset` renamed into place of `output`."""
+    stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
+    save_norm_stats(dataset / "norm_stats.json", stats)
+    if output.exists():
+        shutil.rmtree(output)
+    dataset.rename(output)
+
+
+def _report(output: Path, episodes: list[Episode], t0: float, how: str) -> WriteReport:
+    report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)
+    log.info("wrote %s%s: %d episodes, %d frames, %.1f MB in %.1f s", output, how, report.episodes, report.frames,
+             report.bytes / 1e6, report.seconds)
+    return report
+
+
+def _write_frames(episodes: list[Episode], root: Path, task: TaskConfig, use_videos: bool,
+                  encoder_threads: int | None) -> None:
+    """The LeRobot dataset itself (no norm stats) into the new directory `root`, with lerobot's own writer.
+    `encoder_threads`: threads of each video encoder (lerobot's default, None, lets SVT-AV1 take every core)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
     base_cam = camera_for(task, "base_0_rgb")
     wrist_cam = camera_for(task, "left_wrist_0_rgb")
     if base_cam is None:
@@ -120,7 +129,7 @@ def write_dataset(
             repo_id=task.repo_id,
             fps=task.control_freq,
             features=dataset_features(task, use_videos),
-            root=tmp,
+            root=root,
             robot_type="panda",
             use_videos=use_videos,
             image_writer_threads=4,  # PNG encoding releases the GIL
@@ -142,23 +151,37 @@ def write_dataset(
                 })
             ds.save_episode()
         ds.finalize()
-        images_dir = tmp / "images"  # lerobot's PNG staging dir, empty once the frames are in the parquet files
-        if images_dir.is_dir() and not any(p.is_file() for p in images_dir.rglob("*")):
-            shutil.rmtree(images_dir)
-        stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
-        save_norm_stats(tmp / "norm_stats.json", stats)
-        if output.exists():
-            shutil.rmtree(output)
-        tmp.rename(output)
     except BaseException:
         if ds is not None:  # let lerobot's PNG writer threads finish first: their writes would race the removal
             ds.stop_image_writer()
+        raise
+    images_dir = root / "images"  # lerobot's PNG staging dir, empty once the frames are in the parquet files
+    if images_dir.is_dir() and not any(p.is_file() for p in images_dir.rglob("*")):
+        shutil.rmtree(images_dir)
+
+
+def write_dataset(
+    episodes: list[Episode],
+    output: str | Path,
+    task: TaskConfig,
+    action_horizon: int,
+    use_videos: bool = False,
+    overwrite: bool = False,
+) -> WriteReport:
+    """Write `episodes` (already validated by read_episodes) + norm_stats.json to `output`.
+
+    Everything goes into a temp dir next to `output` that is renamed at the end; on any error it is removed,
+    so a failed conversion leaves nothing behind.
+    """
+    output, tmp = _staging(output, overwrite, "tmp")
+    t0 = time.perf_counter()
+    try:
+        _write_frames(episodes, tmp, task, use_videos, encoder_threads=None)
+        _publish(tmp, output, episodes, action_horizon)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)
-    log.info("wrote %s: %d episodes, %d frames, %.1f MB in %.1f s", output, report.episodes, report.frames,
-             report.bytes / 1e6, report.seconds)
-    return report
+    return _report(output, episodes, t0, "")
 
 
 def write_dataset_sharded(
@@ -172,38 +195,26 @@ def write_dataset_sharded(
 ) -> WriteReport:
     """`write_dataset` for thousands of demos: contiguous shards are written by `num_workers` processes at once (PNG and
     video encoding are CPU-bound), then merged in episode order with lerobot's own `aggregate_datasets`. The norm stats
-    are computed over all episodes, exactly as `write_dataset` computes them. Atomic like it."""
+    are computed once, over all episodes, exactly as `write_dataset` computes them. Atomic like it."""
     from lerobot.datasets.aggregate import aggregate_datasets
 
-    output = Path(output).absolute()
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = output.parent / f".{output.name}.shards-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    output, work = _staging(output, overwrite, "shards")
     t0 = time.perf_counter()
     shards = [idx for idx in np.array_split(np.arange(len(episodes)), min(num_workers, len(episodes))) if len(idx)]
-    roots = [work / f"shard{i:04d}" for i in range(len(shards))]
+    n = len(shards)
+    roots = [work / f"shard{i:04d}" for i in range(n)]
     try:
         work.mkdir(parents=True)
         # spawned (lerobot's writer threads must not be forked), and not daemonic: lerobot starts processes of its own.
         # Each shard's video encoder gets its share of the cores: SVT-AV1 otherwise starts a thread per core in every
         # shard, and 48 shards on 64 cores ran at a load of 156 and had not converted 1,000 demos after 13 minutes.
-        n = len(shards)
         threads = max(1, (os.cpu_count() or 1) // n)
         with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-            list(pool.map(write_dataset, [[episodes[j] for j in idx] for idx in shards], roots, [task] * n,
-                          [action_horizon] * n, [use_videos] * n, [False] * n, [threads] * n))
+            list(pool.map(_write_frames, [[episodes[j] for j in idx] for idx in shards], roots, [task] * n,
+                          [use_videos] * n, [threads] * n))
         merged = work / "merged"
-        aggregate_datasets([task.repo_id] * len(roots), task.repo_id, roots=roots, aggr_root=merged)
-        stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
-        save_norm_stats(merged / "norm_stats.json", stats)
-        if output.exists():
-            shutil.rmtree(output)
-        merged.rename(output)
+        aggregate_datasets([task.repo_id] * n, task.repo_id, roots=roots, aggr_root=merged)
+        _publish(merged, output, episodes, action_horizon)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)
-    log.info("wrote %s from %d shards: %d episodes, %d frames, %.1f MB in %.1f s", output, len(shards), report.episodes,
-             report.frames, report.bytes / 1e6, report.seconds)
-    return report
+    return _report(output, episodes, t0, f" from {n} shards")
