@@ -98,7 +98,7 @@ def _staging(output: str | Path, overwrite: bool, kind: str) -> tuple[Path, Path
 
 
 def _publish(dataset: Path, output: Path, episodes: list[Episode], action_horizon: int) -> None:
-    """norm_stats.json over all `episodes` into the finished `dataset`, then `dataset` renamed into place of `output`."""
+    """norm_stats.json over all `episodes` into the finished `dataset`, then `dataset` renamed to `output`."""
     stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
     save_norm_stats(dataset / "norm_stats.json", stats)
     if output.exists():
@@ -107,7 +107,8 @@ def _publish(dataset: Path, output: Path, episodes: list[Episode], action_horizo
 
 
 def _report(output: Path, episodes: list[Episode], t0: float, how: str) -> WriteReport:
-    report = WriteReport(output, len(episodes), sum(len(e) for e in episodes), dir_size(output), time.perf_counter() - t0)
+    frames = sum(len(e) for e in episodes)
+    report = WriteReport(output, len(episodes), frames, dir_size(output), time.perf_counter() - t0)
     log.info("wrote %s%s: %d episodes, %d frames, %.1f MB in %.1f s", output, how, report.episodes, report.frames,
              report.bytes / 1e6, report.seconds)
     return report
