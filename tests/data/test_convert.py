@@ -45,6 +45,37 @@ def test_missing_input(kind, tmp_path):
     assert not (tmp_path / "ds").exists()
 
 
+def test_outlier_frame_is_refused_or_its_episode_dropped(copy_demo, tmp_path):
+    """A dimension constant but for one frame (q01 = q99) would normalize that frame to ~1e5 (P20: no clipping)."""
+    import re
+
+    import h5py
+
+    from vla.data.maniskill import DataError
+
+    h5 = copy_demo("pickcube")
+    trajs = trajectories(h5)
+    with h5py.File(h5, "r+") as f:
+        for traj in trajs:
+            actions = f[traj]["actions"][()]
+            actions[:, 3] = 0.0
+            if traj == trajs[0]:
+                actions[5, 3] = 0.05
+            f[traj]["actions"][...] = actions
+    out = tmp_path / "ds"
+    cfg = ConvertConfig(task=load_task("pickcube", image_size=IMAGE_SIZE), model=load_policy_config("pi05_tiny"),
+                        input=str(h5), output=str(out))
+    expected = rf"^{re.escape(str(h5))}: {trajs[0]}: actions\[5, 3\] = 0.05 normalizes to .* q01=0, q99=0, .*drop_outliers=true"
+    with pytest.raises(DataError, match=expected):
+        convert(cfg)
+    assert not out.exists()
+    cfg.drop_outliers = True
+    report = convert(cfg)
+    assert report.episodes == len(trajs) - 1
+    stats = json.loads((out / "norm_stats.json").read_text())["norm_stats"]["actions"]
+    assert stats["q01"][3] == stats["q99"][3] == 0.0 and stats["std"][3] == 0.0
+
+
 def _cli(tmp_path, *overrides):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "convert.py", "task=pickcube", f"task.image_size={IMAGE_SIZE}",

@@ -71,6 +71,11 @@ class ConvertConfig:
     use_videos: bool = False  # False: PNG frames in parquet (exact pixels); True: AV1 mp4 (~10x smaller, lossy)
     # >1: write that many shards in parallel processes and merge them (lerobot's aggregate_datasets); the same dataset
     num_workers: int = 1
+    # P20 normalizes without clipping: a frame whose state or action normalizes beyond this (e.g. a dimension constant
+    # but for one frame, so q01 = q99) stops the conversion with its file, episode and frame named...
+    max_normalized: float = 100.0
+    # ...or, if true, every episode holding such a frame is left out (logged) and the stats computed without them
+    drop_outliers: bool = False
 
 
 def register_configs() -> None:

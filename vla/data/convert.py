@@ -7,7 +7,8 @@ from pathlib import Path
 
 from vla.data.config import ConvertConfig
 from vla.data.lerobot import WriteReport, write_dataset, write_dataset_sharded
-from vla.data.maniskill import generate_demos, read_episodes
+from vla.data.maniskill import DataError, Episode, generate_demos, read_episodes
+from vla.data.norm_stats import compute_norm_stats, worst_normalized
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
         input_path = gen.path
     else:
         input_path = Path(cfg.input)
-    episodes = read_episodes(input_path, task)
+    episodes = check_normalizable(read_episodes(input_path, task), cfg)
     if cfg.num_workers > 1 and len(episodes) > 1:
         report = write_dataset_sharded(episodes, output, task, cfg.model.action_horizon, cfg.use_videos, cfg.overwrite,
                                        cfg.num_workers)
@@ -46,3 +47,38 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
         report.bytes / 1e6, report.seconds, cfg.model.action_horizon, report.root / "norm_stats.json",
     )
     return report
+
+
+def check_normalizable(episodes: list[Episode], cfg: ConvertConfig) -> list[Episode]:
+    """Refuse (or, with drop_outliers, leave out) episodes with a frame that normalizes beyond cfg.max_normalized.
+
+    P20 normalizes without clipping, so a dimension that is constant but for a few frames (q01 = q99) turns those
+    frames into targets of ~1e5: ManiSkill's replay of 798 PushCube plans gave two such gripper actions, and a
+    policy trained on them had a loss of 1e3-1e6 where its twin without them had 0.01. Checked before anything is
+    written, with the model's normalization (quantile for Pi0.5, z-score for Pi0)."""
+    kept = list(episodes)
+    while True:
+        stats = compute_norm_stats([e.state for e in kept], [e.actions for e in kept], cfg.model.action_horizon)
+        bad = {}  # episode index -> (key, |normalized|, frame, dim)
+        for key in ("state", "actions"):
+            for i, ep in enumerate(kept):
+                z, _, t, d = worst_normalized([getattr(ep, key)], stats[key], cfg.model.use_quantile_norm)
+                if z > cfg.max_normalized and i not in bad:
+                    bad[i] = (key, z, t, d)
+        if not bad:
+            break
+        i, (key, z, t, d) = next(iter(bad.items()))
+        ep, s = kept[i], stats[key]
+        if not cfg.drop_outliers:
+            raise DataError(
+                f"{ep.path}: {ep.traj}: {key}[{t}, {d}] = {getattr(ep, key)[t, d]:.4g} normalizes to {z:.3g} "
+                f"(max_normalized={cfg.max_normalized:g}; over all episodes q01={s['q01'][d]:.4g}, q99={s['q99'][d]:.4g}, "
+                f"std={s['std'][d]:.3g}); {len(bad)} of {len(kept)} episodes have such frames: pass drop_outliers=true "
+                "to leave them out")
+        log.warning("left out %d of %d episodes with frames normalizing beyond %g: %s", len(bad), len(kept),
+                    cfg.max_normalized, ", ".join(f"{kept[j].path.name}:{kept[j].traj} {k}[{tt}, {dd}]"
+                                                  for j, (k, _, tt, dd) in bad.items()))
+        kept = [e for j, e in enumerate(kept) if j not in bad]
+        if not kept:
+            raise DataError("no episode left after leaving out those with frames beyond max_normalized")
+    return kept
