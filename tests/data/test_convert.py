@@ -65,7 +65,8 @@ def test_outlier_frame_is_refused_or_its_episode_dropped(copy_demo, tmp_path):
     out = tmp_path / "ds"
     cfg = ConvertConfig(task=load_task("pickcube", image_size=IMAGE_SIZE), model=load_policy_config("pi05_tiny"),
                         input=str(h5), output=str(out))
-    expected = rf"^{re.escape(str(h5))}: {trajs[0]}: actions\[5, 3\] = 0.05 normalizes to .* q01=0, q99=0, .*drop_outliers=true"
+    expected = (rf"^{re.escape(str(h5))}: {trajs[0]}: actions\[5, 3\] = 0.05 normalizes to .* q01=0, q99=0, "
+                r".*drop_outliers=true")
     with pytest.raises(DataError, match=expected):
         convert(cfg)
     assert not out.exists()

@@ -48,23 +48,6 @@ def compute_norm_stats(states: list[np.ndarray], actions: list[np.ndarray], acti
     return {"state": _stats(np.concatenate(states)), "actions": _stats(np.concatenate(chunks))}
 
 
-def worst_normalized(arrays: list[np.ndarray], stats: dict[str, np.ndarray], use_quantiles: bool,
-                     eps: float = 1e-6) -> tuple[float, int, int, int]:
-    """The largest |normalized value| over `arrays` (one raw [T, D] array per episode), by P20's formulas (`eps` is
-    P20's; no clipping), and where it is: (|value|, episode, frame, dim)."""
-    worst = (-1.0, -1, -1, -1)
-    for i, x in enumerate(arrays):
-        x = x.astype(np.float64)
-        if use_quantiles:
-            z = np.abs((x - stats["q01"]) / (stats["q99"] - stats["q01"] + eps) * 2.0 - 1.0)
-        else:
-            z = np.abs((x - stats["mean"]) / (stats["std"] + eps))
-        t, d = np.unravel_index(np.argmax(z), z.shape)
-        if z[t, d] > worst[0]:
-            worst = (float(z[t, d]), i, int(t), int(d))
-    return worst
-
-
 def compute_norm_stats_from_dataset(root: str | Path, action_horizon: int) -> NormStats:
     """Same statistics from a written LeRobot dataset (e.g. to recompute them for another action horizon)."""
     import pyarrow.parquet as pq
