@@ -194,6 +194,19 @@ def test_state_noise_reaches_the_state_tokens_only_when_asked(transform, tokeniz
     assert transform(sample)["tokens"].tolist() == transform(sample)["tokens"].tolist()
 
 
+def test_state_noise_dims_noise_only_those_dims(transform):
+    stats = _stats()
+    sample = _raw_sample(stats)
+    norm_state = Normalizer.from_stats(stats, "state", True).normalize(sample["state"])
+    noisy = ModelTransform(transform.cfg, stats, transform.tokenizer, state_noise_std=0.2, state_noise_dims=[1, 5])
+    torch.manual_seed(3)
+    deltas = np.stack([noisy(sample)["state"][:8].numpy() - norm_state for _ in range(200)])
+    assert 0.17 < deltas[:, [1, 5]].std() < 0.23  # N(0, 0.2) on the chosen dims
+    assert not deltas[:, [0, 2, 3, 4, 6, 7]].any()  # the others exact
+    with pytest.raises(ValueError, match=r"augment.state_noise_dims \[8\]: the state has 8 dims"):
+        ModelTransform(transform.cfg, stats, transform.tokenizer, state_noise_std=0.2, state_noise_dims=[8])
+
+
 def test_state_dims_keep_only_the_chosen_normalized_dims(transform):
     from dataclasses import replace
 

@@ -118,17 +118,25 @@ def pad_last(x: np.ndarray, dim: int) -> np.ndarray:
 class ModelTransform:
     """One schema sample -> one model sample (torch tensors, unbatched). Picklable: runs in DataLoader workers."""
 
-    def __init__(self, cfg: PolicyConfig, norm_stats: NormStats, tokenizer: PromptTokenizer, state_noise_std: float = 0.0):
+    def __init__(self, cfg: PolicyConfig, norm_stats: NormStats, tokenizer: PromptTokenizer,
+                 state_noise_std: float = 0.0, state_noise_dims: list[int] | None = None):
         self.cfg = cfg
-        # Train-time only (AugmentConfig.state_noise_std): see `_noisy`.
+        # Train-time only (AugmentConfig.state_noise_std / state_noise_dims): see `_noisy`.
         self.state_noise_std = state_noise_std
         self._rng: tuple[int, np.random.Generator] | None = None
         self.state_norm = Normalizer.from_stats(norm_stats, "state", cfg.use_quantile_norm)
+        state_size = len(self.state_norm.q01)
+        self.noise_mask = None  # 1 on the noised dims of the full state, 0 elsewhere; None: every dim
+        if state_noise_dims is not None:
+            if not all(0 <= d < state_size for d in state_noise_dims):
+                raise ValueError(f"augment.state_noise_dims {list(state_noise_dims)}: the state has {state_size} dims "
+                                 "(norm stats)")
+            self.noise_mask = np.zeros(state_size, np.float32)
+            self.noise_mask[list(state_noise_dims)] = 1.0
         # checked once here (the norm stats know the state's size), not per sample in the loader workers
         self.state_dims = None if cfg.state_dims is None else list(cfg.state_dims)
-        if self.state_dims is not None and max(self.state_dims, default=-1) >= len(self.state_norm.q01):
-            raise ValueError(f"model.state_dims {self.state_dims}: the state has {len(self.state_norm.q01)} dims "
-                             "(norm stats)")
+        if self.state_dims is not None and max(self.state_dims, default=-1) >= state_size:
+            raise ValueError(f"model.state_dims {self.state_dims}: the state has {state_size} dims (norm stats)")
         self.action_norm = Normalizer.from_stats(norm_stats, "actions", cfg.use_quantile_norm)
         self.tokenizer = tokenizer
         self.image_size = cfg.vision.image_size
@@ -138,17 +146,21 @@ class ModelTransform:
         """Gaussian noise on the normalized state. ManiSkill adds noise to each episode's initial joint angles, so with
         few demos the (discretized) state alone names the episode and a policy can replay it without looking at the
         image; this noise removes that key. Drawn from a generator per process, seeded from torch's seed, which
-        DataLoader sets per worker (a resumed run draws other noise; everything else resumes exactly)."""
+        DataLoader sets per worker (a resumed run draws other noise; everything else resumes exactly). With
+        `noise_mask` only some dims are noised: e.g. PickCube's joints, not its goal, which no image shows."""
         if self._rng is None or self._rng[0] != os.getpid():
             self._rng = (os.getpid(), np.random.default_rng(torch.initial_seed()))
-        return (state + self._rng[1].normal(0.0, self.state_noise_std, state.shape)).astype(state.dtype)
+        noise = self._rng[1].normal(0.0, self.state_noise_std, state.shape)
+        if self.noise_mask is not None:
+            noise = noise * self.noise_mask
+        return (state + noise).astype(state.dtype)
 
     def __call__(self, sample: dict) -> dict:
         state = self.state_norm.normalize(sample["state"])
+        if self.state_noise_std > 0:  # on the full state: state_noise_dims index it as the norm stats do
+            state = self._noisy(state)
         if self.state_dims is not None:
             state = state[self.state_dims]
-        if self.state_noise_std > 0:
-            state = self._noisy(state)
         tokens, token_mask = self.tokenizer.encode(sample["prompt"], state if self.discrete_state else None)
         out = {
             "images": {},
@@ -174,13 +186,13 @@ class ModelTransform:
 
     @classmethod
     def load(cls, cfg: PolicyConfig, norm_stats_path: str | Path, tokenizer_path: str | Path | None = None,
-             state_noise_std: float = 0.0) -> ModelTransform:
+             state_noise_std: float = 0.0, state_noise_dims: list[int] | None = None) -> ModelTransform:
         """From files: norm_stats.json and the SentencePiece model (default: `cfg.tokenizer`, else the tiny one)."""
         tokenizer = PromptTokenizer(
             resolve_tokenizer(tokenizer_path or cfg.tokenizer), cfg.max_token_len,
             discrete_state=cfg.pi05 and cfg.discrete_state_input,
         )
-        return cls(cfg, load_norm_stats(norm_stats_path), tokenizer, state_noise_std)
+        return cls(cfg, load_norm_stats(norm_stats_path), tokenizer, state_noise_std, state_noise_dims)
 
     def unnormalize_actions(self, actions_BHA: torch.Tensor, action_dim: int) -> torch.Tensor:
         """Model output (normalized, padded) -> raw robot actions (..., action_dim)."""
@@ -230,6 +242,8 @@ class AugmentConfig:
     # Not in openpi: std of Gaussian noise on the normalized state (quantile units, [-1, 1] = q01..q99), added in the
     # loader before Pi0.5 discretizes it. 0 = off; see ModelTransform._noisy for why few-demo training wants it.
     state_noise_std: float = 0.0
+    # dims of the state (as stored, before model.state_dims picks some) that get the noise; null = all
+    state_noise_dims: list[int] | None = None
 
 
 class _Draws:

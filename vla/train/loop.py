@@ -185,7 +185,8 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             raise FileNotFoundError(f"dataset {task.dataset_root} not found: run `python convert.py task={task.name}` "
                                     "first, or point task.dataset_root at a converted dataset")
         state_noise = cfg.augment.state_noise_std if cfg.use_augmentation else 0.0
-        transform = ModelTransform.load(mcfg, task.norm_stats, state_noise_std=state_noise)
+        transform = ModelTransform.load(mcfg, task.norm_stats, state_noise_std=state_noise,
+                                        state_noise_dims=cfg.augment.state_noise_dims)
         dataset = ChunkedDataset(task.dataset_root, task.repo_id, mcfg.action_horizon, transform, cfg.cache_images)
         for key, dims in (("state", task.state_dim), ("actions", task.action_dim)):
             found = tuple(dataset.lerobot.meta.features[key]["shape"])
