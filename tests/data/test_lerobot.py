@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.data.helpers import expected_state, read_h5, trajectories
-from vla.data.lerobot import schema_from_row, write_dataset, write_dataset_sharded
+from vla.data.lerobot import schema_from_row, write_dataset
 from vla.data.maniskill import read_episodes
 
 pytestmark = pytest.mark.slow
@@ -178,7 +178,7 @@ def test_sharded_write_equals_serial_write(demo_files, tasks, datasets, tmp_path
     the same dataset, row for row and pixel for pixel, with the same norm stats."""
     task = tasks["pickcube"]
     episodes = read_episodes(demo_files["pickcube"], task)
-    report = write_dataset_sharded(episodes, tmp_path / "sharded", task, 10, num_workers=2)
+    report = write_dataset(episodes, tmp_path / "sharded", task, 10, num_workers=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded"]  # the shards are gone
     assert (report.episodes, report.frames) == (2, sum(len(e) for e in episodes))
     a, b = _open(report.root, task), _open(datasets["pickcube"], task)

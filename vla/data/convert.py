@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vla.data.config import ConvertConfig
-from vla.data.lerobot import WriteReport, write_dataset, write_dataset_sharded
+from vla.data.lerobot import WriteReport, write_dataset
 from vla.data.maniskill import DataError, Episode, generate_demos, read_episodes
 from vla.data.norm_stats import compute_norm_stats
 from vla.data.transforms import Normalizer
@@ -39,11 +39,8 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
     else:
         input_path = Path(cfg.input)
     episodes = check_normalizable(read_episodes(input_path, task), cfg)
-    if cfg.num_workers > 1 and len(episodes) > 1:
-        report = write_dataset_sharded(episodes, output, task, cfg.model.action_horizon, cfg.use_videos, cfg.overwrite,
-                                       cfg.num_workers)
-    else:
-        report = write_dataset(episodes, output, task, cfg.model.action_horizon, cfg.use_videos, cfg.overwrite)
+    report = write_dataset(episodes, output, task, cfg.model.action_horizon, cfg.use_videos, cfg.overwrite,
+                           cfg.num_workers)
     log.info(
         "converted %d episodes / %d frames of %s into %s (%s): %.1f MB in %.1f s; norm stats (H=%d) in %s",
         report.episodes, report.frames, input_path, report.root, "videos" if cfg.use_videos else "images",

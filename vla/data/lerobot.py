@@ -86,39 +86,11 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _staging(output: str | Path, overwrite: bool, kind: str) -> tuple[Path, Path]:
-    """`output` made absolute, and a fresh staging path next to it (renamed into place by `_publish`)."""
-    output = Path(output).absolute()
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.{kind}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    return output, staging
-
-
-def _publish(dataset: Path, output: Path, episodes: list[Episode], action_horizon: int) -> None:
-    """norm_stats.json over all `episodes` into the finished `dataset`, then `dataset` renamed to `output`."""
-    stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
-    save_norm_stats(dataset / "norm_stats.json", stats)
-    if output.exists():
-        shutil.rmtree(output)
-    dataset.rename(output)
-
-
-def _report(output: Path, episodes: list[Episode], t0: float, how: str) -> WriteReport:
-    frames = sum(len(e) for e in episodes)
-    report = WriteReport(output, len(episodes), frames, dir_size(output), time.perf_counter() - t0)
-    log.info("wrote %s%s: %d episodes, %d frames, %.1f MB in %.1f s", output, how, report.episodes, report.frames,
-             report.bytes / 1e6, report.seconds)
-    return report
-
-
 def _write_frames(episodes: list[Episode], root: Path, task: TaskConfig, use_videos: bool,
                   encoder_threads: int | None, in_shard: bool = False) -> None:
     """The LeRobot dataset itself (no norm stats) into the new directory `root`, with lerobot's own writer.
     `encoder_threads`: threads of each video encoder (lerobot's default, None, lets SVT-AV1 take every core).
-    `in_shard`: this runs in one of write_dataset_sharded's spawned workers, where each episode's cameras are encoded
+    `in_shard`: this runs in one of _write_shards' spawned workers, where each episode's cameras are encoded
     one after the other. lerobot encodes them in a process pool of the default start method, and in a spawned process
     that default is spawn: two fresh interpreters per episode, each importing torch and lerobot, made a worker 8x
     slower than the same write in the main process (6 episodes: 69 s against 9 s, measured)."""
@@ -165,6 +137,27 @@ def _write_frames(episodes: list[Episode], root: Path, task: TaskConfig, use_vid
         shutil.rmtree(images_dir)
 
 
+def _write_shards(episodes: list[Episode], work: Path, task: TaskConfig, use_videos: bool, num_workers: int) -> Path:
+    """Contiguous shards of `episodes` written into `work` by `num_workers` processes at once (PNG and video encoding
+    are CPU-bound), then merged in episode order with lerobot's own `aggregate_datasets`; returns the merged dataset."""
+    from lerobot.datasets.aggregate import aggregate_datasets
+
+    shards = [idx for idx in np.array_split(np.arange(len(episodes)), num_workers) if len(idx)]
+    n = len(shards)
+    roots = [work / f"shard{i:04d}" for i in range(n)]
+    work.mkdir(parents=True)
+    # spawned (lerobot's writer threads must not be forked), and not daemonic: lerobot starts processes of its own.
+    # Each shard's video encoder gets its share of the cores: SVT-AV1 otherwise starts a thread per core in every
+    # shard, and 48 shards on 64 cores ran at a load of 156 and had not converted 1,000 demos after 13 minutes.
+    threads = max(1, (os.cpu_count() or 1) // n)
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_write_frames, [[episodes[j] for j in idx] for idx in shards], roots, [task] * n,
+                      [use_videos] * n, [threads] * n, [True] * n))
+    merged = work / "merged"
+    aggregate_datasets([task.repo_id] * n, task.repo_id, roots=roots, aggr_root=merged)
+    return merged
+
+
 def write_dataset(
     episodes: list[Episode],
     output: str | Path,
@@ -172,54 +165,39 @@ def write_dataset(
     action_horizon: int,
     use_videos: bool = False,
     overwrite: bool = False,
+    num_workers: int = 1,
 ) -> WriteReport:
     """Write `episodes` (already validated by read_episodes) + norm_stats.json to `output`.
 
-    Everything goes into a temp dir next to `output` that is renamed at the end; on any error it is removed,
-    so a failed conversion leaves nothing behind.
+    `num_workers` > 1: shards written in parallel processes and merged (`_write_shards`); the same dataset, and the
+    norm stats computed once over all episodes either way. Everything goes into a temp dir next to `output` and the
+    dataset is renamed into place at the end; on any error the temp dir is removed, so a failed conversion leaves
+    nothing behind.
     """
-    output, tmp = _staging(output, overwrite, "tmp")
+    output = Path(output).absolute()
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
+    num_workers = min(num_workers, len(episodes))
     try:
-        _write_frames(episodes, tmp, task, use_videos, encoder_threads=None)
-        _publish(tmp, output, episodes, action_horizon)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _report(output, episodes, t0, "")
-
-
-def write_dataset_sharded(
-    episodes: list[Episode],
-    output: str | Path,
-    task: TaskConfig,
-    action_horizon: int,
-    use_videos: bool = False,
-    overwrite: bool = False,
-    num_workers: int = 2,
-) -> WriteReport:
-    """`write_dataset` for thousands of demos: contiguous shards are written by `num_workers` processes at once (PNG and
-    video encoding are CPU-bound), then merged in episode order with lerobot's own `aggregate_datasets`. The norm stats
-    are computed once, over all episodes, exactly as `write_dataset` computes them. Atomic like it."""
-    from lerobot.datasets.aggregate import aggregate_datasets
-
-    output, work = _staging(output, overwrite, "shards")
-    t0 = time.perf_counter()
-    shards = [idx for idx in np.array_split(np.arange(len(episodes)), min(num_workers, len(episodes))) if len(idx)]
-    n = len(shards)
-    roots = [work / f"shard{i:04d}" for i in range(n)]
-    try:
-        work.mkdir(parents=True)
-        # spawned (lerobot's writer threads must not be forked), and not daemonic: lerobot starts processes of its own.
-        # Each shard's video encoder gets its share of the cores: SVT-AV1 otherwise starts a thread per core in every
-        # shard, and 48 shards on 64 cores ran at a load of 156 and had not converted 1,000 demos after 13 minutes.
-        threads = max(1, (os.cpu_count() or 1) // n)
-        with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-            list(pool.map(_write_frames, [[episodes[j] for j in idx] for idx in shards], roots, [task] * n,
-                          [use_videos] * n, [threads] * n, [True] * n))
-        merged = work / "merged"
-        aggregate_datasets([task.repo_id] * n, task.repo_id, roots=roots, aggr_root=merged)
-        _publish(merged, output, episodes, action_horizon)
+        if num_workers > 1:
+            dataset = _write_shards(episodes, tmp, task, use_videos, num_workers)
+        else:
+            _write_frames(episodes, tmp, task, use_videos, encoder_threads=None)
+            dataset = tmp
+        stats = compute_norm_stats([e.state for e in episodes], [e.actions for e in episodes], action_horizon)
+        save_norm_stats(dataset / "norm_stats.json", stats)
+        if output.exists():
+            shutil.rmtree(output)
+        dataset.rename(output)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return _report(output, episodes, t0, f" from {n} shards")
+        shutil.rmtree(tmp, ignore_errors=True)  # the shards, or nothing once the serial dataset is renamed into place
+    frames = sum(len(e) for e in episodes)
+    report = WriteReport(output, len(episodes), frames, dir_size(output), time.perf_counter() - t0)
+    log.info("wrote %s%s: %d episodes, %d frames, %.1f MB in %.1f s", output,
+             f" from {num_workers} shards" if num_workers > 1 else "", report.episodes, report.frames,
+             report.bytes / 1e6, report.seconds)
+    return report
