@@ -11,23 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train.test_train import FAST, compose_train, data_overrides
 from vla.data.dataset import ChunkedDataset
 from vla.data.transforms import collate
 from vla.eval.envs import EnvError, check_sim_backend
 from vla.eval.policy import Policy, resolve_checkpoint
 from vla.eval.replay import replay_demos
 from vla.eval.report import markdown_table, write_report, write_results
-from vla.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def trained_run(datasets, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    train(compose_train(FAST + data_overrides(datasets["pickcube"]) + ["num_steps=3"]), run)
-    return run
 
 
 @pytest.mark.slow
@@ -56,6 +47,18 @@ def test_policy_batches_like_single_calls_and_unnormalizes(trained_run, datasets
     q01, q99 = np.array(stats["q01"]), np.array(stats["q99"])
     expected = (normalized[..., :7].numpy() + 1) / 2 * (q99 - q01 + 1e-6) + q01
     np.testing.assert_allclose(both, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_run_dir_resolves_to_its_newest_checkpoint_with_weights(tmp_path):
+    """Weights-only checkpoints (scripts/pack_checkpoint.py unpack) count; a numbered dir without weights does not."""
+    for step, name in ((3, "ema.safetensors"), (12, "model.safetensors"), (7, "ema.safetensors")):
+        (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
+        (tmp_path / "checkpoints" / str(step) / name).write_bytes(b"")
+    (tmp_path / "checkpoints" / "20").mkdir()  # no weights, no train state
+    assert resolve_checkpoint(tmp_path) == tmp_path / "checkpoints" / "12"
+    assert resolve_checkpoint(tmp_path / "checkpoints" / "3") == tmp_path / "checkpoints" / "3"
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        resolve_checkpoint(tmp_path / "nope")
 
 
 @pytest.mark.slow

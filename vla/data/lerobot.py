@@ -149,7 +149,7 @@ def _write_shards(episodes: list[Episode], work: Path, task: TaskConfig, use_vid
     # spawned (lerobot's writer threads must not be forked), and not daemonic: lerobot starts processes of its own.
     # Each shard's video encoder gets its share of the cores: SVT-AV1 otherwise starts a thread per core in every
     # shard, and 48 shards on 64 cores ran at a load of 156 and had not converted 1,000 demos after 13 minutes.
-    threads = max(1, (os.cpu_count() or 1) // n)
+    threads = max(1, len(os.sched_getaffinity(0)) // n)  # the cores this process may use, not the host's count
     with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
         list(pool.map(_write_frames, [[episodes[j] for j in idx] for idx in shards], roots, [task] * n,
                       [use_videos] * n, [threads] * n, [True] * n))

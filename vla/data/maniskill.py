@@ -209,7 +209,10 @@ def generate_demos(task: TaskConfig, out_dir: str | Path, num_demos: int | None 
                 if r.replayed or (r.planned and not cfg.replay):
                     kept.append(r)
                     bar.update(1)
-                bar.set_postfix(plan_fail=sum(not x.planned for x in results), replay_fail=sum(x.planned and not x.replayed for x in results))
+                fails = {"plan_fail": sum(not x.planned for x in results)}
+                if cfg.replay:  # plan-only runs replay nothing, so nothing can fail there
+                    fails["replay_fail"] = sum(x.planned and not x.replayed for x in results)
+                bar.set_postfix(fails)
                 if len(kept) == num_demos:
                     break
             pool.terminate()  # drop the seeds still in flight

@@ -22,12 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run dir -> its newest checkpoint; anything else as given."""
+    """A run dir -> its newest checkpoint: a complete training checkpoint, or a weights-only one (what
+    scripts/pack_checkpoint.py unpacks: ema.safetensors + config, no optimizer state); anything else as given."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if (path / "checkpoints").is_dir() and (steps := checkpoint_steps(path)):
-        return path / "checkpoints" / str(steps[-1])
+    root = path / "checkpoints"
+    if root.is_dir():
+        weights_only = [int(p.name) for p in root.iterdir() if p.name.isdigit()
+                        and ((p / "ema.safetensors").is_file() or (p / "model.safetensors").is_file())]
+        if steps := sorted(set(checkpoint_steps(path)) | set(weights_only)):
+            return root / str(steps[-1])
     return path
 
 
