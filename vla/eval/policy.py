@@ -15,24 +15,24 @@ from vla.data.transforms import ModelTransform, collate, move_to
 from vla.models import build_policy, load_policy_config
 from vla.models.config import PolicyConfig
 from vla.models.weights import find_weights, load_pretrained
-from vla.train.checkpoint import checkpoint_steps
 from vla.train.parallel import DTYPES
 
 log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run dir -> its newest checkpoint: a complete training checkpoint, or a weights-only one (what
-    scripts/pack_checkpoint.py unpacks: ema.safetensors + config, no optimizer state); anything else as given."""
+    """A run dir -> its newest checkpoint with weights: a training checkpoint (which always holds model.safetensors,
+    written atomically) or a weights-only one (what scripts/pack_checkpoint.py unpacks: ema.safetensors + config, no
+    optimizer state); anything else as given."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     root = path / "checkpoints"
     if root.is_dir():
-        weights_only = [int(p.name) for p in root.iterdir() if p.name.isdigit()
-                        and ((p / "ema.safetensors").is_file() or (p / "model.safetensors").is_file())]
-        if steps := sorted(set(checkpoint_steps(path)) | set(weights_only)):
-            return root / str(steps[-1])
+        steps = [int(p.name) for p in root.iterdir() if p.name.isdigit()
+                 and ((p / "ema.safetensors").is_file() or (p / "model.safetensors").is_file())]
+        if steps:
+            return root / str(max(steps))
     return path
 
 
