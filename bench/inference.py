@@ -4,9 +4,10 @@
 
 Modes: eager; compile = torch.compile of `prefix_cache` and `denoise_step` (default mode); cudagraphs = the same, with
 `denoise_step` compiled with mode="reduce-overhead" (each of the 10 denoising steps replays one captured CUDA graph);
-graphs_all = the policy's own `compile_for_inference` + `sample_actions` (eval.py compile=true): the prefix graphed too,
-one CUDA-graph tree per call (prefix, then the 10 steps, which read the prefix's K/V in place). --profile writes each
-mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras + a masked third,
+graphs_all = the policy's own `compile_for_inference` + `sample_actions` (eval.py compile=true): fused q/k/v and gate/up
+weights, the prompt without its unused padding, one CUDA-graph tree per call (prefix, the step modulations, then the 10
+steps, which read both in place); its denoise column is total minus prefix, so it includes the modulations.
+--profile writes each mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras + a masked third,
 `--tokens` valid prompt tokens of the model's max_token_len. Times are medians over `--iters` runs, CUDA events, after
 warm-up; the prefix/denoise split is timed separately.
 """
@@ -22,6 +23,7 @@ from timing import cuda_median_ms
 
 from vla.data.transforms import move_to
 from vla.models import build_policy
+from vla.models.pi0 import trim_prompt_padding
 
 
 def make_batch(cfg, B: int, tokens: int, device) -> dict:
@@ -103,8 +105,9 @@ def main() -> None:
                 return denoise(*prefix_fn(batch))
 
             def prefix_only():
-                if mode == "graphs_all":
+                if mode == "graphs_all":  # the prefix sample_actions runs: the prompt without its unused padding
                     torch.compiler.cudagraph_mark_step_begin()
+                    return prefix_fn(trim_prompt_padding(batch, cfg.prompt_bucket))
                 return prefix_fn(batch)
 
             with torch.no_grad():

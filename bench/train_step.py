@@ -2,10 +2,16 @@
 fused AdamW, EMA, augmentation) on synthetic batches of the real shapes, one setting after another:
 
   python bench/train_step.py --model pi05 --batch 8 16 32 --ac on off --compile off [on all] [--steps 12] [--ema on]
+                             [--profile DIR]
+  torchrun --standalone --nproc_per_node N bench/train_step.py --hardware 2xh100 ...   (FSDP over N GPUs)
+
+--batch is per GPU (the global batch is N times it); samples/s are the whole job's, TFLOP/s and MFU per GPU.
 
 Each setting runs `steps` optimizer steps; the numbers are those of the second half (after warm-up, compilation and
 the allocator's growth). MFU = model FLOPs / (step time x peak bf16 FLOP/s), model FLOPs = 3 x forward matmul FLOPs
 (forward + backward; activation recomputation not counted), forward FLOPs counted per sample by `forward_flops`.
+--profile DIR: two steps of each setting, just before the timed second half, are recorded with torch.profiler: DIR/<setting>.json.gz (Chrome trace) and
+DIR/<setting>.md (`trace_summary.py`: GPU time per phase of the step, GPU idle gaps, kernels by time).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -27,6 +34,9 @@ from vla.models.config import register_configs as register_model
 from vla.train.config import register_configs as register_train
 from vla.train.loop import train
 from vla.train.metrics import read_metrics
+
+PROFILED_STEPS = 2
+RANK, WORLD = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s, datasheets
 
@@ -54,34 +64,71 @@ def forward_flops(cfg: PolicyConfig, cameras: int, prompt_len: int) -> float:
     return 2.0 * (siglip + vlm + expert)
 
 
+def profiled(steps: int, trace: Path):
+    """A profiler that records PROFILED_STEPS optimizer steps ending with step steps // 2 (the last of the untimed
+    first half: the timed steps stay unprofiled) into `trace`, stepped by a global optimizer-step hook (torch's public
+    API), so the train loop runs exactly as in train.py."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    def write(prof):
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(trace))
+
+    prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], on_trace_ready=write,
+                   schedule=schedule(wait=steps // 2 - PROFILED_STEPS - 1, warmup=1, active=PROFILED_STEPS, repeat=1))
+    hook = register_optimizer_step_post_hook(lambda *args: prof.step())
+    return prof, hook
+
+
 def run(model: str, batch: int, ac: bool, compile_: str, ema: bool, steps: int, precision: str,
-        hardware: str = "1xgpu") -> dict:
+        hardware: str = "1xgpu", profile_dir: Path | None = None, extra: list[str] = ()) -> dict:
     register_data(), register_model(), register_train()
+    torch._dynamo.reset()  # each setting compiles afresh: a second batch size would otherwise recompile as dynamic
     overrides = [
         f"model={model}", f"hardware={hardware}", f"hardware.activation_checkpointing={ac}",
         f"hardware.compile={compile_ != 'off'}", f"hardware.compile_vision={compile_ == 'all'}",
         f"hardware.precision={precision}", "synthetic_data.enabled=true",
-        "synthetic_data.num_tokens=${model.max_token_len}", f"batch_size={batch}", f"num_steps={steps}",
+        "synthetic_data.num_tokens=${model.max_token_len}", f"batch_size={batch * WORLD}", f"num_steps={steps}",
         f"log_interval={steps // 2}", "save_interval=null", "progress=false", "run_name=bench", "hardware.num_workers=4",
-        *([] if ema else ["optim.ema_decay=null"]),
+        *([] if ema else ["optim.ema_decay=null"]), *extra,
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = OmegaConf.to_object(compose("train", overrides=overrides))
+    tag = f"b{batch}_ac{'on' if ac else 'off'}_compile{compile_}" + "".join(f"_{e}" for e in extra)
+    tag = "".join(c if c.isalnum() or c in "._-" else "-" for c in tag)  # a plain file name
+    trace = profile_dir / f"{tag}.json.gz" if profile_dir and RANK == 0 else None
+    prof, hook = profiled(steps, trace) if trace else (None, None)
     with tempfile.TemporaryDirectory() as d:
         try:
-            train(cfg, d)
-            last = read_metrics(d)[-1]
+            if prof:
+                with prof:
+                    train(cfg, d)
+            else:
+                train(cfg, d)
+            last = read_metrics(d)[-1] if RANK == 0 else {}  # rank 0 logs
         except torch.OutOfMemoryError:
             last = None
+        finally:
+            if hook:
+                hook.remove()
+    if trace and trace.is_file():
+        from trace_summary import summarize
+
+        (profile_dir / f"{tag}.md").write_text(summarize(trace, PROFILED_STEPS) + "\n")
+        print(f"profile: {profile_dir / (tag + '.md')}", flush=True)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    row = {"model": model, "batch": batch, "ac": ac, "compile": compile_, "ema": ema, "precision": precision}
+    row = {"model": model, "batch": batch, "gpus": WORLD, "ac": ac, "compile": compile_, "ema": ema,
+           "precision": precision, "overrides": list(extra)}
     if last is None:
         return {**row, "result": "out of memory"}
     name = torch.cuda.get_device_name() if cfg.hardware.device == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-    flops = 3 * forward_flops(cfg.model, len(cfg.synthetic_data.cameras), cfg.model.max_token_len) * batch
+    if RANK != 0:
+        return row
+    flops = 3 * forward_flops(cfg.model, len(cfg.synthetic_data.cameras), cfg.model.max_token_len) * batch  # per GPU
     return {
         **row, "samples_per_s": last["perf/samples_per_s"], "step_s": last["perf/step_time_s"],
         "peak_mem_gb": last["perf/peak_memory_gb"], "tflops_per_s": flops / last["perf/step_time_s"] / 1e12,
@@ -101,26 +148,35 @@ def main() -> None:
     ap.add_argument("--hardware", default="1xgpu", help="conf/hardware name (cpu: a quick check of the script)")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    ap.add_argument("--profile", type=Path, default=None, help="trace two steps of each setting into this folder")
+    ap.add_argument("--set", nargs="*", default=[], help="train.py overrides for every setting, e.g. hardware.x=y")
     args = ap.parse_args()
+    if args.profile and args.steps // 2 < PROFILED_STEPS + 2:
+        ap.error(f"--profile needs --steps >= {2 * (PROFILED_STEPS + 2)}: the profiled steps precede the timed half")
     rows = []
     for comp in args.compile:
         for ac in args.ac:
             for b in args.batch:
                 row = run(args.model, b, ac == "on", comp, args.ema == "on", args.steps, args.precision,
-                          args.hardware)
+                          args.hardware, args.profile, args.set)
                 rows.append(row)
-                print(json.dumps(row), flush=True)
+                if RANK == 0:
+                    print(json.dumps(row), flush=True)
+    if RANK != 0:
+        return
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
-    print("\n| batch | act. ckpt | compile | EMA | samples/s | step (s) | TFLOP/s | MFU | peak mem (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| GPUs | batch per GPU | act. ckpt | compile | EMA | samples/s | step (s) | TFLOP/s per GPU | MFU | "
+          "peak mem (GB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        head = f"| {r['gpus']} | {r['batch']} | {r['ac']} | {r['compile']} | {r['ema']} |"
         if "samples_per_s" not in r:
-            print(f"| {r['batch']} | {r['ac']} | {r['compile']} | {r['ema']} | {r['result']} | | | | |")
+            print(f"{head} {r['result']} | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
-        print(f"| {r['batch']} | {r['ac']} | {r['compile']} | {r['ema']} | {r['samples_per_s']:.1f} | "
-              f"{r['step_s']:.3f} | {r['tflops_per_s']:.0f} | {mfu} | {r['peak_mem_gb']:.1f} |")
+        print(f"{head} {r['samples_per_s']:.1f} | {r['step_s']:.3f} | {r['tflops_per_s']:.0f} | {mfu} | "
+              f"{r['peak_mem_gb']:.1f} |")
 
 
 if __name__ == "__main__":

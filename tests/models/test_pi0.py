@@ -9,7 +9,7 @@ import torch
 from tests.models.helpers import make_batch, randomized_policy
 from vla.models import build_policy
 from vla.models.gemma import AdaRMSNorm, RMSNorm, rope
-from vla.models.pi0 import make_attn_mask, sample_flow_time, sincos_time_embedding
+from vla.models.pi0 import make_attn_mask, sample_flow_time, sincos_time_embedding, trim_prompt_padding
 
 VARIANTS = ["pi05_tiny", "pi0_tiny"]
 
@@ -61,9 +61,9 @@ def test_euler_times_and_step_count(name, monkeypatch):
     seen = []
     original = type(policy).embed_suffix
 
-    def spy(self, state, x, t):
+    def spy(self, state, x, t, *args, **kwargs):
         seen.append(t[0].item())
-        return original(self, state, x, t)
+        return original(self, state, x, t, *args, **kwargs)
 
     monkeypatch.setattr(type(policy), "embed_suffix", spy)
     policy.sample_actions(make_batch(policy.cfg))
@@ -152,6 +152,65 @@ def test_compiled_inference_equals_eager():
 
 
 @pytest.mark.parametrize("name", VARIANTS)
+def test_fused_projections_sample_the_same_and_stay_out_of_checkpoints(name):
+    """fuse_projections (compile_for_inference's first step) changes how the matmuls are grouped, not what they
+    compute, and the fused copies are no checkpoint keys; LoRA-wrapped projections are left unfused."""
+    from vla.models.lora import apply_lora
+
+    policy = randomized_policy(name)
+    batch = make_batch(policy.cfg)
+    noise = torch.randn(2, policy.cfg.action_horizon, policy.cfg.action_dim, generator=torch.Generator().manual_seed(1))
+    keys = set(policy.state_dict())
+    unfused = policy.sample_actions(batch, noise=noise)
+    policy.transformer.fuse_projections()
+    vlm, expert = policy.transformer.layers[0].experts
+    assert vlm.qkv_weight is not None and vlm.gate_up_weight is None  # the VLM's gate/up stays unfused (memory)
+    assert expert.qkv_weight is not None and expert.gate_up_weight is not None
+    assert set(policy.state_dict()) == keys
+    torch.testing.assert_close(policy.sample_actions(batch, noise=noise), unfused, atol=1e-5, rtol=1e-5)
+
+    lora = randomized_policy(name)
+    apply_lora(lora, 2, 2.0, 2, 2.0)
+    lora.transformer.fuse_projections()
+    assert all(e.qkv_weight is None and e.gate_up_weight is None for e in lora.transformer.layers[0].experts)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_trimming_prompt_padding_is_exact(name):
+    """sample_actions drops the prompt columns no sample uses (rounded up to model.prompt_bucket): the same actions
+    as the full padded prompt, with and without the KV cache."""
+    policy = randomized_policy(name)
+    batch = make_batch(policy.cfg, lengths=(7, 13))
+    L = policy.cfg.max_token_len
+    assert trim_prompt_padding(batch, 1)["tokens"].shape == (2, 13)
+    assert trim_prompt_padding(batch, 8)["token_mask"].shape == (2, 16)
+    assert trim_prompt_padding(batch, L) is batch
+    noise = torch.randn(2, policy.cfg.action_horizon, policy.cfg.action_dim, generator=torch.Generator().manual_seed(1))
+    policy.cfg.prompt_bucket = L
+    full = [policy.sample_actions(batch, noise=noise, use_kv_cache=c) for c in (True, False)]
+    policy.cfg.prompt_bucket = 1
+    for cache, ref in zip((True, False), full):
+        torch.testing.assert_close(policy.sample_actions(batch, noise=noise, use_kv_cache=cache), ref,
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_step_modulations_are_the_per_step_adarms_modulations():
+    """Pi0.5 sampling reads each step's adaRMS [scale | shift | gate] from one precomputed table: row k of it must be
+    what the norms compute from the time condition at the k-th Euler time."""
+    policy = randomized_policy("pi05_tiny")
+    times = torch.tensor([1.0, 0.9, 0.5])
+    table = policy.step_modulations(times)
+    depth = len(policy.transformer.layers)
+    assert table.shape == (3, 2 * depth + 1, 3 * policy.cfg.expert.width)
+    for k, t in enumerate(times):
+        cond = policy.time_condition(t[None])
+        layer = policy.transformer.layers[depth - 1]
+        torch.testing.assert_close(table[k, 2 * depth - 2], layer.experts[1].attn_norm.dense(cond)[0])
+        torch.testing.assert_close(table[k, 2 * depth - 1], layer.experts[1].mlp_norm.dense(cond)[0])
+        torch.testing.assert_close(table[k, -1], policy.transformer.expert_norm.dense(cond)[0])
+
+
+@pytest.mark.parametrize("name", VARIANTS)
 def test_loss_matches_flow_matching_definition(name, monkeypatch):
     """P15: x_t = t*noise + (1-t)*actions goes into the suffix and the loss is MSE to (noise - actions)."""
     policy = randomized_policy(name)
@@ -162,9 +221,9 @@ def test_loss_matches_flow_matching_definition(name, monkeypatch):
     captured = {}
     original_embed, original_out = type(policy).embed_suffix, policy.action_out_proj.forward
 
-    def spy_embed(self, state, x_t, t):
+    def spy_embed(self, state, x_t, t, *args, **kwargs):
         captured["x_t"], captured["t"] = x_t, t
-        return original_embed(self, state, x_t, t)
+        return original_embed(self, state, x_t, t, *args, **kwargs)
 
     def spy_out(x):
         captured["v"] = original_out(x)

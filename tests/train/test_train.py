@@ -148,7 +148,7 @@ def test_compiled_vision_layers_train_as_eager(datasets, tmp_path):
         parallelize(policy, cfg.hardware, init_device_mesh("cpu", (1,)))
     finally:
         dist.destroy_process_group()
-    vision_layers = policy.image_encoder.tower.vision_model.encoder.layers
+    vision_layers = policy.image_encoder.encoder_layers
     assert all(layer._compiled_call_impl is not None for layer in vision_layers)
     eager = train(compose_train(base), tmp_path / "eager")
     compiled = train(cfg, tmp_path / "compiled")

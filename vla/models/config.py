@@ -50,6 +50,9 @@ class PolicyConfig:
     tokenizer: str | None = None  # path to a SentencePiece model (PaliGemma's for real weights)
     pretrained: str | None = None  # any checkpoint vla.models.weights can load, or null for random init
     num_denoise_steps: int = 10  # Euler steps of sample_actions
+    # sample_actions drops the prompt padding no sample uses, keeping the length a multiple of this (compiled graphs
+    # exist per length: a task's prompts then share one or two)
+    prompt_bucket: int = 32
 
     @property
     def use_quantile_norm(self) -> bool:

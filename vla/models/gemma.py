@@ -25,7 +25,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                modulation: torch.Tensor | None = None) -> tuple[torch.Tensor, None]:
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed * (1.0 + self.weight.float())).to(x.dtype), None
@@ -40,10 +41,18 @@ class AdaRMSNorm(nn.Module):
         self.eps = eps
         self.dense = nn.Linear(cond_dim, 3 * dim)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def modulation(self, cond_BC: torch.Tensor) -> torch.Tensor:
+        """[scale | shift | gate] (B, 3 * dim) for a time condition: a function of the time alone, so sampling
+        computes it for all its steps at once (JointTransformer.adarms_modulations)."""
+        return self.dense(cond_BC.to(self.dense.weight.dtype))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
+                modulation: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`modulation` (B or 1, 3 * dim), when given, stands for `self.modulation(cond)`."""
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        scale_BD, shift_BD, gate_BD = self.dense(cond.to(self.dense.weight.dtype)).float()[:, None, :].chunk(3, dim=-1)
+        mod = self.modulation(cond) if modulation is None else modulation
+        scale_BD, shift_BD, gate_BD = mod.float()[:, None, :].chunk(3, dim=-1)
         out = normed * (1.0 + scale_BD) + shift_BD
         return out.to(x.dtype), gate_BD.to(x.dtype)
 
@@ -75,10 +84,33 @@ class ExpertBlock(nn.Module):
         self.gate_proj = nn.Linear(d, cfg.mlp_dim, bias=False)
         self.up_proj = nn.Linear(d, cfg.mlp_dim, bias=False)
         self.down_proj = nn.Linear(cfg.mlp_dim, d, bias=False)
+        self.qkv_sizes = (n * h, k * h, k * h)
+        # inference only (fuse_projections): concatenated copies of the q/k/v and gate/up weights, not checkpointed
+        self.register_buffer("qkv_weight", None, persistent=False)
+        self.register_buffer("gate_up_weight", None, persistent=False)
+
+    @torch.no_grad()
+    def fuse_projections(self, gate_up: bool) -> None:
+        """One matmul for q, k, v (and with `gate_up` one for gate and up) instead of three (two): a denoising step at
+        batch 1 is a chain of small, launch-bound matmuls. Copies of the current weights, for inference: training
+        never calls this. LoRA-wrapped projections are left as they are."""
+        if all(type(p) is nn.Linear for p in (self.q_proj, self.k_proj, self.v_proj)):
+            self.qkv_weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        if gate_up and type(self.gate_proj) is nn.Linear and type(self.up_proj) is nn.Linear:
+            self.gate_up_weight = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+
+    def qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.qkv_weight is not None:
+            return F.linear(h, self.qkv_weight).split(self.qkv_sizes, dim=-1)
+        return self.q_proj(h), self.k_proj(h), self.v_proj(h)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         # P6: GeGLU with the tanh approximation of GELU.
-        return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
+        if self.gate_up_weight is not None:
+            gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.gelu(gate, approximate="tanh") * up)
 
 
 def attention_few_queries(q_BTNH: torch.Tensor, k_BSKH: torch.Tensor, v_BSKH: torch.Tensor,
@@ -87,15 +119,24 @@ def attention_few_queries(q_BTNH: torch.Tensor, k_BSKH: torch.Tensor, v_BSKH: to
 
     A fused SDPA kernel tiles over (batch, head, query block) only, so at batch 1 the 50 queries give it 8 thread
     blocks for the whole GPU (measured on an H200: 37% of `sample_actions`' kernel time). Here the query heads that share
-    a KV head are folded into the rows of one matmul, which spreads over the GPU. It mirrors openpi's attention: logits
-    in float32, masked, float32 softmax, probabilities cast to the value dtype."""
+    a KV head are folded into the rows of one batched matmul, which spreads over the GPU. It mirrors openpi's
+    attention: bf16 q and k with float32 logits (on CUDA one bf16 matmul with float32 output, as JAX's
+    preferred_element_type; on the CPU a float32 matmul of the same values), masked, float32 softmax, probabilities
+    cast to the value dtype."""
     B, T, N, H = q_BTNH.shape
-    K = k_BSKH.shape[2]
-    q = q_BTNH.view(B, T, K, N // K, H)  # query head n reads KV head n // (N // K), as SDPA's enable_gqa
-    logits = torch.einsum("btkgh,bskh->bkgts", q.float(), k_BSKH.float()) * H**-0.5
-    logits = logits.masked_fill(~mask_BTS[:, None, None], float("-inf"))
-    probs = torch.softmax(logits, dim=-1).to(v_BSKH.dtype)
-    return torch.einsum("bkgts,bskh->btkgh", probs, v_BSKH).reshape(B, T, N, H)
+    S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+    G = N // K  # query head n reads KV head n // G, as SDPA's enable_gqa
+    q = q_BTNH.view(B, T, K, G, H).permute(0, 2, 1, 3, 4).reshape(B * K, T * G, H)
+    k = k_BSKH.permute(0, 2, 3, 1).reshape(B * K, H, S)
+    if q.is_cuda:
+        logits = torch.bmm(q, k, out_dtype=torch.float32)
+    else:
+        logits = torch.bmm(q.float(), k.float())
+    logits = logits.view(B, K, T, G, S) * H**-0.5
+    logits = logits.masked_fill(~mask_BTS[:, None, :, None, :], float("-inf"))
+    probs = torch.softmax(logits, dim=-1).to(v_BSKH.dtype).view(B * K, T * G, S)
+    out = torch.bmm(probs, v_BSKH.permute(0, 2, 1, 3).reshape(B * K, S, H))
+    return out.view(B, K, T, G, H).permute(0, 2, 1, 3, 4).reshape(B, T, N, H)
 
 
 def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
@@ -119,12 +160,15 @@ class JointLayer(nn.Module):
         adarms_cond: torch.Tensor | None = None,
         kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
         skip_prefix_output: bool = False,
+        modulation: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]:
         """hidden: [prefix (B,Tp,D0) | None, suffix (B,Ts,D1) | None]; positions (B, Tp+Ts) for the present tokens;
         mask (B, T, S) with S = cached + present keys. Returns the new hidden states and this pass's (k, v) post-RoPE.
         skip_prefix_output: the caller discards the prefix output of this layer (the last layer), so only the prefix
-        K/V are computed: no prefix queries, attention rows, output projection or MLP."""
+        K/V are computed: no prefix queries, attention rows, output projection or MLP.
+        modulation (B or 1, 2, 3 * D1): the expert norms' precomputed modulations, in place of adarms_cond."""
         conds = [None, adarms_cond]
+        mods = [(None, None), (None, None) if modulation is None else (modulation[:, 0], modulation[:, 1])]
         skip = [skip_prefix_output, False]
         qs, ks, vs, gates, q_lengths, q_positions = [], [], [], [], [], []
         offset = 0
@@ -133,12 +177,13 @@ class JointLayer(nn.Module):
                 gates.append(None)
                 continue
             B, T, _ = x.shape
-            h, gate = blk.attn_norm(x, cond)
-            ks.append(blk.k_proj(h).view(B, T, self.num_kv_heads, self.head_dim))
-            vs.append(blk.v_proj(h).view(B, T, self.num_kv_heads, self.head_dim))
+            h, gate = blk.attn_norm(x, cond, mods[e][0])
+            q, k, v = blk.qkv(h) if not skip[e] else (None, blk.k_proj(h), blk.v_proj(h))
+            ks.append(k.view(B, T, self.num_kv_heads, self.head_dim))
+            vs.append(v.view(B, T, self.num_kv_heads, self.head_dim))
             gates.append(gate)
             if not skip[e]:  # queries only for tokens whose output is used
-                qs.append(blk.q_proj(h).view(B, T, self.num_heads, self.head_dim))
+                qs.append(q.view(B, T, self.num_heads, self.head_dim))
                 q_lengths.append(T)
                 q_positions.append(positions_BT[:, offset:offset + T])
             offset += T
@@ -174,7 +219,7 @@ class JointLayer(nn.Module):
                 continue
             attn = next(outs).reshape(x.shape[0], x.shape[1], -1)
             x = gated_residual(x, blk.o_proj(attn), gate)
-            h, gate = blk.mlp_norm(x, cond)
+            h, gate = blk.mlp_norm(x, cond, mods[e][1])
             new_hidden.append(gated_residual(x, blk.mlp(h), gate))
         return new_hidden, new_kv
 
@@ -194,6 +239,20 @@ class JointTransformer(nn.Module):
         self.vlm_norm = RMSNorm(vlm.width)  # exists in the checkpoints; the prefix output it would norm is discarded
         self.expert_norm = AdaRMSNorm(expert.width, cond_dim) if adaptive else RMSNorm(expert.width)
 
+    def fuse_projections(self) -> None:
+        """Inference: fused q/k/v in both experts and fused gate/up in the action expert (the VLM's gate/up would
+        copy 2.4 GB of a full-size model for a prefix pass that is not launch-bound). See ExpertBlock."""
+        for layer in self.layers:
+            layer.experts[0].fuse_projections(gate_up=False)
+            layer.experts[1].fuse_projections(gate_up=True)
+
+    def adarms_modulations(self, cond_SC: torch.Tensor) -> torch.Tensor:
+        """Every expert norm's modulation for each row of `cond_SC`: (S, 2 * depth + 1, 3 * D1), ordered layer 0
+        attention, layer 0 MLP, ..., final norm. Sampling computes it once for all its steps; each step then reads
+        its row instead of running 2 * depth + 1 small matmuls."""
+        norms = [n for layer in self.layers for n in (layer.experts[1].attn_norm, layer.experts[1].mlp_norm)]
+        return torch.stack([n.modulation(cond_SC) for n in [*norms, self.expert_norm]], dim=1)
+
     def embed(self, tokens_BL: torch.Tensor) -> torch.Tensor:
         # P4: only language tokens are scaled by sqrt(width).
         return self.embed_tokens(tokens_BL) * math.sqrt(self.vlm_width)
@@ -207,8 +266,10 @@ class JointTransformer(nn.Module):
         adarms_cond: torch.Tensor | None = None,
         kv_cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         return_kv: bool = False,
+        modulations: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """Returns the normed suffix output (None in a prefix-only pass) and, if asked, the per-layer (k, v)."""
+        """Returns the normed suffix output (None in a prefix-only pass) and, if asked, the per-layer (k, v).
+        `modulations` (B or 1, 2 * depth + 1, 3 * D1) from `adarms_modulations` stand for `adarms_cond`."""
         hidden: list[torch.Tensor | None] = [prefix, suffix]
         cache_out = [] if return_kv else None
         last = len(self.layers) - 1
@@ -217,8 +278,10 @@ class JointTransformer(nn.Module):
                 hidden, positions_BT, mask_BTS, adarms_cond,
                 kv_cache=None if kv_cache is None else kv_cache[i],
                 skip_prefix_output=i == last,
+                modulation=None if modulations is None else modulations[:, 2 * i:2 * i + 2],
             )
             if cache_out is not None:
                 cache_out.append(kv)
-        out = None if hidden[1] is None else self.expert_norm(hidden[1], adarms_cond)[0]
+        final_mod = None if modulations is None else modulations[:, -1]
+        out = None if hidden[1] is None else self.expert_norm(hidden[1], adarms_cond, final_mod)[0]
         return out, cache_out

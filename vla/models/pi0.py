@@ -47,6 +47,19 @@ def sample_flow_time(batch_size: int, device: torch.device, generator: torch.Gen
     return u.pow(1.0 / 1.5) * 0.999 + 0.001
 
 
+def trim_prompt_padding(batch: dict, bucket: int) -> dict:
+    """The batch without the prompt columns that no sample uses (the tokenizer pads on the right), its length kept
+    a multiple of `bucket` (each length compiles its own graphs). Exact: padded tokens are never attended and do not
+    advance positions. Reads the mask on the host: one sync per call, before any of the call's GPU work."""
+    mask = batch["token_mask"]
+    used = mask.any(dim=0).nonzero()
+    keep = int(used.max()) + 1 if len(used) else 1
+    keep = min(mask.shape[1], -(-keep // bucket) * bucket)
+    if keep == mask.shape[1]:
+        return batch
+    return {**batch, "tokens": batch["tokens"][:, :keep], "token_mask": mask[:, :keep]}
+
+
 def _linear(proj: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     # Inputs made here (noise, time embeddings) are float32; under bf16 compute the weights are bf16.
     return proj(x.to(proj.weight.dtype))
@@ -56,7 +69,7 @@ class Pi0Policy(nn.Module):
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg
-        self._inference_fns = None  # (prefix_cache, denoise_step) compiled by compile_for_inference
+        self._inference_fns = None  # (prefix_cache, denoise_step, step_modulations) compiled by compile_for_inference
         width = cfg.expert.width
         self.image_encoder = ImageEncoder(cfg.vision, cfg.vlm.width)
         self.transformer = JointTransformer(cfg.vlm, cfg.expert, cfg.vocab_size, adaptive=cfg.pi05)
@@ -119,22 +132,27 @@ class Pi0Policy(nn.Module):
         ar = torch.zeros_like(mask)
         return tokens, mask, ar
 
+    def time_condition(self, t_B: torch.Tensor) -> torch.Tensor:
+        """Pi0.5 (P13): the time condition (B, width) that drives every adaRMSNorm of the expert."""
+        time_emb = sincos_time_embedding(t_B, self.cfg.expert.width)
+        return F.silu(self.time_mlp_out(F.silu(_linear(self.time_mlp_in, time_emb))))
+
     def embed_suffix(
-        self, state_BA: torch.Tensor | None, x_t_BHA: torch.Tensor, t_B: torch.Tensor
+        self, state_BA: torch.Tensor | None, x_t_BHA: torch.Tensor, t_B: torch.Tensor, with_cond: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """with_cond=False (Pi0.5 sampling with precomputed modulations): the time condition is not computed."""
         B, H, _ = x_t_BHA.shape
         width = self.cfg.expert.width
-        time_emb = sincos_time_embedding(t_B, width)
         actions = _linear(self.action_in_proj, x_t_BHA)
         if self.cfg.pi05:
             # P13: the time condition drives every adaRMSNorm of the expert; action tokens carry no time.
-            cond = F.silu(self.time_mlp_out(F.silu(_linear(self.time_mlp_in, time_emb))))
+            cond = self.time_condition(t_B) if with_cond else None
             tokens = actions
             num_blocks = 1  # the action tokens start one block
         else:
             # P14: state token, then action tokens mixed with time by an MLP.
             cond = None
-            time_BHD = time_emb[:, None, :].expand(B, H, width).to(actions.dtype)
+            time_BHD = sincos_time_embedding(t_B, width)[:, None, :].expand(B, H, width).to(actions.dtype)
             mixed = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([actions, time_BHD], dim=-1))))
             state = _linear(self.state_proj, state_BA)[:, None, :]
             tokens = torch.cat([state.to(mixed.dtype), mixed], dim=1)
@@ -191,29 +209,41 @@ class Pi0Policy(nn.Module):
         return kv_cache, prefix_mask
 
     @torch.no_grad()
+    def step_modulations(self, times_S: torch.Tensor) -> torch.Tensor:
+        """Pi0.5: the expert norms' modulations for every sampling time at once, (S, 2 * depth + 1, 3 * width).
+        They depend on the time alone, so a step reads its row instead of recomputing the time MLP and 2 * depth + 1
+        small matmuls (at batch 1 those were a large share of a step's launches)."""
+        return self.transformer.adarms_modulations(self.time_condition(times_S))
+
+    @torch.no_grad()
     def denoise_step(
         self, x_t: torch.Tensor, t_B: torch.Tensor, state: torch.Tensor | None,
         kv_cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
+        modulations: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Velocity v(x_t, t) (B, H, action_dim) in float32: the suffix through the action expert, attending to the
-        cached prefix. Shapes are fixed for a given batch size, so it compiles (and CUDA-graphs) as one unit."""
+        cached prefix. Shapes are fixed for a given batch size, so it compiles (and CUDA-graphs) as one unit.
+        `modulations` (1, 2 * depth + 1, 3 * width): this step's row of `step_modulations` (Pi0.5), replacing t."""
         B, H = x_t.shape[:2]
-        suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x_t, t_B)
+        suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x_t, t_B, with_cond=modulations is None)
         suffix = suffix.to(kv_cache[0][0].dtype)
         Ts = suffix.shape[1]
         attn = torch.cat([prefix_mask[:, None, :].expand(B, Ts, -1), make_attn_mask(suffix_mask, suffix_ar)], dim=2)
         positions = prefix_mask.long().sum(dim=1, keepdim=True) + torch.cumsum(suffix_mask.long(), dim=1) - 1  # P9
-        out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache)
+        out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache, modulations=modulations)
         return _linear(self.action_out_proj, out[:, -H:]).float()
 
     def compile_for_inference(self) -> tuple:
-        """sample_actions then runs a compiled prefix pass and denoising step, each replayed as a CUDA graph on the GPU
-        (torch.compile mode="reduce-overhead"). One call is one graph tree: the prefix, then the steps, which read the
-        prefix's K/V in place. Returns the two compiled functions (the bench times the prefix alone with the first).
+        """sample_actions then runs a compiled prefix pass, modulation pass and denoising step, each replayed as a
+        CUDA graph on the GPU (torch.compile mode="reduce-overhead"), with fused q/k/v and gate/up weights
+        (JointTransformer.fuse_projections: copies of the current weights, so call this after loading them). One call
+        is one graph tree: the prefix and the modulations, then the steps, which read both in place. Returns the
+        compiled (prefix_cache, denoise_step, step_modulations) (the bench times the prefix alone with the first).
         `bench/inference.py --modes graphs_all` times it; eval.py's `compile=true` uses it."""
-        self._inference_fns = (
-            torch.compile(self.prefix_cache, mode="reduce-overhead"),
-            torch.compile(self.denoise_step, mode="reduce-overhead"),
+        self.transformer.fuse_projections()
+        self._inference_fns = tuple(  # static shapes: each batch size and prompt bucket gets its own graphs
+            torch.compile(fn, mode="reduce-overhead", dynamic=False)
+            for fn in (self.prefix_cache, self.denoise_step, self.step_modulations)
         )
         return self._inference_fns
 
@@ -222,28 +252,39 @@ class Pi0Policy(nn.Module):
         self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None, use_kv_cache: bool = True
     ) -> torch.Tensor:
         """Euler integration of the learned velocity from t=1 (noise) to t=0 (spec §3.2). Returns (B, H, action_dim),
-        normalized. The prefix K/V are computed once and reused for every step, never extended; `use_kv_cache=False`
-        recomputes the whole sequence at every step (the reference the cache is tested against)."""
+        normalized. Prompt padding that no sample uses is dropped first (`trim_prompt_padding`). The prefix K/V are
+        computed once and reused for every step, never extended; `use_kv_cache=False` recomputes the whole sequence at
+        every step (the reference the cache is tested against)."""
         num_steps = num_steps or self.cfg.num_denoise_steps
+        batch = trim_prompt_padding(batch, self.cfg.prompt_bucket)
         tokens = batch["tokens"]
         B, H, A = tokens.shape[0], self.cfg.action_horizon, self.cfg.action_dim
         if noise is None:
             noise = torch.randn(B, H, A, device=tokens.device)
         state = batch.get("state")
-        prefix_fn, step_fn = self._inference_fns or (self.prefix_cache, self.denoise_step)
+        prefix_fn, step_fn, mod_fn = self._inference_fns or (self.prefix_cache, self.denoise_step, self.step_modulations)
         if self._inference_fns is not None:  # a new graph tree: the last call's graph outputs are dead
             torch.compiler.cudagraph_mark_step_begin()
+        # openpi's `while t >= -dt/2` runs exactly num_steps times, t accumulated in float32 from 1 by dt = -1/steps
+        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
+        times = torch.ones(num_steps, dtype=torch.float32)
+        for k in range(1, num_steps):
+            times[k] = times[k - 1] + dt
+        x = noise.float()
+        times, dt = times.to(x.device), dt.to(x.device)
+        modulations = None
         if use_kv_cache:
             kv_cache, prefix_mask = prefix_fn(batch)
+            if self.cfg.pi05:
+                modulations = mod_fn(times)
         else:
             prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
 
-        x = noise.float()
-        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=x.device)
-        t = torch.tensor(1.0, dtype=torch.float32, device=x.device)
-        for _ in range(num_steps):  # openpi's `while t >= -dt/2` runs exactly num_steps times
+        for k in range(num_steps):
+            t = times[k]
             if use_kv_cache:
-                v_t = step_fn(x, t.expand(B), state, kv_cache, prefix_mask)
+                mods = None if modulations is None else modulations[k:k + 1]
+                v_t = step_fn(x, t.expand(B), state, kv_cache, prefix_mask, mods)
             else:
                 suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x, t.expand(B))
                 mask = torch.cat([prefix_mask, suffix_mask], dim=1)
@@ -252,5 +293,4 @@ class Pi0Policy(nn.Module):
                 out, _ = self.transformer(prefix, suffix.to(prefix.dtype), positions, attn, cond)
                 v_t = _linear(self.action_out_proj, out[:, -H:]).float()
             x = x + dt * v_t
-            t = t + dt
         return x

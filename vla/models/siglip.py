@@ -35,6 +35,13 @@ class ImageEncoder(nn.Module):
         self.proj = nn.Linear(cfg.width, out_dim)
         self.num_patches = (cfg.image_size // cfg.patch_size) ** 2
 
+    @property
+    def encoder_layers(self) -> nn.ModuleList:
+        """SigLIP's transformer layers, wherever this transformers version keeps them (4.x nests the model under
+        `vision_model.`, 5.x does not)."""
+        model = getattr(self.tower, "vision_model", self.tower)
+        return model.encoder.layers
+
     def forward(self, images_BCHW: torch.Tensor) -> torch.Tensor:
         if images_BCHW.dtype == torch.uint8:
             images_BCHW = images_BCHW.float() / 255.0 * 2.0 - 1.0  # P17

@@ -42,7 +42,7 @@ class HardwareConfig:
     reshard_after_forward: bool = True  # True: ZeRO-3 (params re-gathered in backward); False: ZeRO-2 (more memory)
     activation_checkpointing: bool = False  # recompute each transformer / vision block in backward
     compile: bool = False  # torch.compile each block
-    compile_vision: bool = False  # also torch.compile each SigLIP encoder layer (opt-in until measured on the GPU)
+    compile_vision: bool = False  # also torch.compile each SigLIP encoder layer (on in the GPU configs)
     num_workers: int = 2  # DataLoader workers per rank
     pin_memory: bool = False
     prefetch_factor: int = 4  # batches prefetched per worker

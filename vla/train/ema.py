@@ -22,8 +22,10 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         names = list(self.params)
+        # to_local() under no_grad is a view of the shard (~0.4 us a tensor); DTensor.detach() went through DTensor's
+        # dispatch (~20 us a tensor: ~16 ms of host time per step for the 3B model's ~800 tensors)
         torch._foreach_lerp_(
-            [_local(self.shadow[n]) for n in names], [_local(self.params[n].detach()) for n in names], 1.0 - self.decay
+            [_local(self.shadow[n]) for n in names], [_local(self.params[n]) for n in names], 1.0 - self.decay
         )
 
     def state_dict(self) -> dict[str, torch.Tensor]:

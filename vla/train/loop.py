@@ -22,6 +22,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
+from torch.profiler import record_function
 
 from vla.data.dataset import ChunkedDataset, EpochSampler, SyntheticDataset, make_dataloader
 from vla.data.transforms import ModelTransform, augment, collate, move_to, num_augment_draws
@@ -283,26 +284,33 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
         time_all = sample_flow_time(cfg.batch_size, device, gen)
         aug_uniforms = torch.rand(n_aug_draws, cfg.batch_size, generator=gen, device=device)
         step_loss = torch.zeros((), device=device)
-        for m in range(accum):
-            batch = move_to(next(data), device)
+        for m in range(accum):  # the record_function ranges name the phases bench/trace_summary.py reports
+            with record_function("data"):
+                batch = move_to(next(data), device)
             rows = (m * micro + torch.arange(micro, device=device)) * world + rank
             if cfg.use_augmentation:
-                batch["images"] = augment(batch["images"], cfg.augment, keys=mcfg.image_keys, uniforms=aug_uniforms,
-                                          select=rows)
+                with record_function("augment"):
+                    batch["images"] = augment(batch["images"], cfg.augment, keys=mcfg.image_keys,
+                                              uniforms=aug_uniforms, select=rows)
             policy.set_requires_gradient_sync(m == accum - 1)
-            loss_BH = policy(batch, noise=noise_all[rows], time=time_all[rows])
-            if cfg.mask_padded_actions:  # padded chunk steps count as zero (a fixed denominator: layout-invariant)
-                loss = (loss_BH * (~batch["actions_is_pad"]).float()).mean()
-            else:
-                loss = loss_BH.mean()
-            (loss / accum).backward()
+            with record_function("forward"):
+                loss_BH = policy(batch, noise=noise_all[rows], time=time_all[rows])
+                if cfg.mask_padded_actions:  # padded chunk steps count as zero (a fixed denominator: layout-invariant)
+                    loss = (loss_BH * (~batch["actions_is_pad"]).float()).mean()
+                else:
+                    loss = loss_BH.mean()
+            with record_function("backward"):
+                (loss / accum).backward()
             step_loss += loss.detach() / accum
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, oc.clip_grad_norm, foreach=True)
-        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        with record_function("clip_grad_norm"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, oc.clip_grad_norm, foreach=True)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        with record_function("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.update()
+            with record_function("ema"):
+                ema.update()
         step += 1
         window_steps += 1
         bad = ~torch.isfinite(step_loss) | ~torch.isfinite(grad_norm)

@@ -39,7 +39,7 @@ def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0P
         for layer in layers:
             layer.compile()
     if hw.compile_vision:  # transformers' eager SigLIP: many small ops, a host-bound share of a small model's step
-        for layer in policy.image_encoder.tower.vision_model.encoder.layers:
+        for layer in policy.image_encoder.encoder_layers:
             layer.compile()
 
     mp = MixedPrecisionPolicy(param_dtype=DTYPES[hw.precision], reduce_dtype=torch.float32)
