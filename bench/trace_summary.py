@@ -94,7 +94,8 @@ def summarize(path: Path, steps: int) -> str:
             cur1 = max(cur1, b)
     busy += cur1 - cur0
     wall = (iv[-1][1] - iv[0][0]) / 1e3
-    lines = [f"# {path.name}: {steps} step(s); per step: GPU wall {wall / steps:.1f} ms, busy {busy / 1e3 / steps:.1f} ms "
+    lines = [f"# {path.name}: {steps} step(s); per step: GPU wall {wall / steps:.1f} ms, "
+             f"busy {busy / 1e3 / steps:.1f} ms "
              f"({100 * busy / 1e3 / wall:.1f}%), {len(gpu) / steps:.0f} GPU ops", "", *lines]
     total_idle = sum(g for g, _ in gaps) / 1e3
     lines += ["", f"GPU idle {total_idle / steps:.1f} ms/step in {len(gaps)} gaps; largest:",

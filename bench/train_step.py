@@ -10,7 +10,8 @@ fused AdamW, EMA, augmentation) on synthetic batches of the real shapes, one set
 Each setting runs `steps` optimizer steps; the numbers are those of the second half (after warm-up, compilation and
 the allocator's growth). MFU = model FLOPs / (step time x peak bf16 FLOP/s), model FLOPs = 3 x forward matmul FLOPs
 (forward + backward; activation recomputation not counted), forward FLOPs counted per sample by `forward_flops`.
---profile DIR: two steps of each setting, just before the timed second half, are recorded with torch.profiler: DIR/<setting>.json.gz (Chrome trace) and
+--profile DIR: two steps of each setting, just before the timed second half, are recorded with torch.profiler:
+DIR/<setting>.json.gz (Chrome trace) and
 DIR/<setting>.md (`trace_summary.py`: GPU time per phase of the step, GPU idle gaps, kernels by time).
 """
 
