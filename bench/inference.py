@@ -7,8 +7,8 @@ Modes: eager; compile = torch.compile of `prefix_cache` and `denoise_step` (defa
 graphs_all = the policy's own `compile_for_inference` + `sample_actions` (eval.py compile=true): fused q/k/v and gate/up
 weights, the prompt without its unused padding, one CUDA-graph tree per call (prefix, the step modulations, then the 10
 steps, which read both in place); its denoise column is total minus prefix, so it includes the modulations.
---profile writes each mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras + a masked third,
-`--tokens` valid prompt tokens of the model's max_token_len. Times are medians over `--iters` runs, CUDA events, after
+--profile writes each mode's CUDA-kernel table (torch.profiler, 5 calls) to DIR. Weights bf16, 2 visible cameras + a
+masked third, `--tokens` valid prompt tokens of the model's max_token_len. Times are medians over `--iters` runs, CUDA events, after
 warm-up; the prefix/denoise split is timed separately.
 """
 

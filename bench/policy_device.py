@@ -17,8 +17,7 @@ import torch
 from vla.eval.policy import Policy
 
 
-def observations(n: int, size: int = 256, prompt: str = "Grasp a red cube and move it to a target goal position.",
-                 state_dim: int = 8):
+def observations(n: int, prompt: str, state_dim: int, size: int = 256):
     rng = np.random.default_rng(0)
     return [{
         "images": {"base_0_rgb": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),

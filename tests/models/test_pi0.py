@@ -185,6 +185,8 @@ def test_trimming_prompt_padding_is_exact(name):
     assert trim_prompt_padding(batch, 1)["tokens"].shape == (2, 13)
     assert trim_prompt_padding(batch, 8)["token_mask"].shape == (2, 16)
     assert trim_prompt_padding(batch, L) is batch
+    with pytest.raises(ValueError, match="model.prompt_bucket"):
+        trim_prompt_padding(batch, 0)
     noise = torch.randn(2, policy.cfg.action_horizon, policy.cfg.action_dim, generator=torch.Generator().manual_seed(1))
     policy.cfg.prompt_bucket = L
     full = [policy.sample_actions(batch, noise=noise, use_kv_cache=c) for c in (True, False)]

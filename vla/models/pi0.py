@@ -51,6 +51,8 @@ def trim_prompt_padding(batch: dict, bucket: int) -> dict:
     """The batch without the prompt columns that no sample uses (the tokenizer pads on the right), its length kept
     a multiple of `bucket` (each length compiles its own graphs). Exact: padded tokens are never attended and do not
     advance positions. Reads the mask on the host: one sync per call, before any of the call's GPU work."""
+    if bucket < 1:
+        raise ValueError(f"model.prompt_bucket: expected a length >= 1, found {bucket}")
     mask = batch["token_mask"]
     used = mask.any(dim=0).nonzero()
     keep = int(used.max()) + 1 if len(used) else 1
