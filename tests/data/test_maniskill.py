@@ -267,3 +267,36 @@ def test_plan_only_then_maniskill_replay_gives_the_generated_demo(demo_files, ta
     np.testing.assert_array_equal(replayed[0].actions, generated.actions)
     np.testing.assert_array_equal(replayed[0].state, generated.state)
     np.testing.assert_array_equal(replayed[0].images("base_camera"), generated.images("base_camera"))
+
+
+def test_wristcam_variant_plans_renders_and_observes_the_hand_camera(tmp_path):
+    """pickcube_wristcam.yaml is pickcube.yaml plus ManiSkill's panda_wristcam: its plans record that robot (so
+    ManiSkill's replay re-creates it), and a live env fills the wrist image from the hand camera, masked in, where
+    `pickcube` has zeros masked out."""
+    from tests.data.helpers import IMAGE_SIZE
+    from vla.data.maniskill import generate_demos, make_env, observation_from_env
+
+    base, wrist = load_task("pickcube"), load_task("pickcube_wristcam")
+    changed = {"name", "robot", "cameras", "repo_id", "dataset_root", "norm_stats", "demos"}
+    assert {k: v for k, v in vars(base).items() if k not in changed} == {
+        k: v for k, v in vars(wrist).items() if k not in changed}
+    assert (wrist.robot, wrist.cameras["hand_camera"], wrist.demos.seed) == ("panda_wristcam", "left_wrist_0_rgb", 0)
+
+    task = load_task("pickcube_wristcam", image_size=IMAGE_SIZE, demos={"num_workers": 1, "replay": False})
+    report = generate_demos(task, tmp_path, num_demos=1, progress=False)
+    meta = json.loads(report.path.with_suffix(".json").read_text())
+    assert meta["env_info"]["env_kwargs"]["robot_uids"] == "panda_wristcam"
+
+    env = make_env(task)
+    try:
+        obs, _ = env.reset(seed=0)
+        live = observation_from_env(obs, task)
+    finally:
+        env.close()
+    assert live["image_masks"] == {"base_0_rgb": True, "left_wrist_0_rgb": True}
+    hand = live["images"]["left_wrist_0_rgb"]
+    assert hand.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and hand.dtype == np.uint8
+    assert hand.std() > 5 and not np.array_equal(hand, live["images"]["base_0_rgb"])
+    # the red cube fills a good part of the hand camera's view from the start pose; the base camera sees a few pixels
+    red = lambda im: ((im[..., 0] > 150) & (im[..., 1] < 60) & (im[..., 2] < 60)).mean()  # noqa: E731
+    assert red(hand) > 5 * red(live["images"]["base_0_rgb"]) > 0

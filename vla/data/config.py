@@ -36,6 +36,9 @@ class TaskConfig:
     prompt: str = MISSING  # language instruction stored with every frame (the fork's TASK_PROMPTS)
     control_mode: str = "pd_ee_delta_pose"  # dataset actions and eval controller; the converter rejects other modes
     sim_backend: str = "physx_cpu"
+    # ManiSkill robot_uids for demos and eval; "panda_wristcam" is the same Panda (same kinematics and planner) with a
+    # 'hand_camera' sensor on the hand, which `cameras` can then map to the wrist image key
+    robot: str = "panda"
     control_freq: int = 20  # Hz of env.step (ManiSkill default for these tasks); also the dataset fps
     max_episode_steps: int = MISSING  # eval horizon, ~2x the mean replayed demo length
     # ManiSkill sensor name -> observation-schema image key; a schema camera not listed here is zeros + mask False.
@@ -96,6 +99,14 @@ def load_task_config(name: str, **overrides) -> TaskConfig:
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"unknown task {name!r}: no {path} (known: {', '.join(known)})")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig), task_yaml(path), overrides))
+
+
+def task_yaml(path):
+    """A task file merged over the task files its defaults list names (as Hydra composes the group: a variant like
+    pickcube_wristcam.yaml starts from pickcube.yaml); task_schema and _self_ are the schema and the file itself."""
+    from omegaconf import OmegaConf
+
     raw = OmegaConf.load(path)
-    raw.pop("defaults", None)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig), raw, overrides))
+    bases = [d for d in raw.pop("defaults", []) if isinstance(d, str) and d not in ("task_schema", "_self_")]
+    return OmegaConf.merge(*(task_yaml(path.parent / f"{name}.yaml") for name in bases), raw)

@@ -113,6 +113,7 @@ def _demo_worker(args: tuple[TaskConfig, int, str]) -> DemoResult:
             obs_mode="none",
             control_mode="pd_joint_pos",  # the motion planners command joint positions
             sim_backend=task.sim_backend,
+            robot_uids=task.robot,
             sensor_configs=dict(shader_pack=task.shader, width=task.image_size, height=task.image_size),
         )
         env = RecordEpisode(
@@ -379,6 +380,7 @@ def make_env(task: TaskConfig, render_mode: str | None = None, max_episode_steps
         obs_mode="rgb",
         control_mode=task.control_mode,
         sim_backend=task.sim_backend,
+        robot_uids=task.robot,
         sensor_configs=dict(shader_pack=task.shader, width=task.image_size, height=task.image_size),
         render_mode=render_mode,
         max_episode_steps=max_episode_steps or task.max_episode_steps,
