@@ -53,3 +53,18 @@ def test_truncation_warns(sp_model, caplog):
 def test_missing_tokenizer_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer model not found"):
         PromptTokenizer(tmp_path / "nope.model", max_len=8)
+
+
+def test_task_prompts_cover_every_task_config_once_including_variants():
+    # a variant (pickcube_wristcam.yaml) has no prompt of its own: it takes its base's, and must neither break the
+    # prompt list (session 11's first device run failed on it) nor add a duplicate that would change the tiny tokenizer
+    from vla.data.config import load_task_config
+    from vla.data.tokenizer import task_prompts
+    from vla.models import CONF_DIR
+
+    prompts = task_prompts()
+    names = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+    assert "pickcube_wristcam" in names
+    assert len(prompts) == len(set(prompts))
+    assert {load_task_config(n).prompt for n in names} == set(prompts)
+    assert load_task_config("pickcube_wristcam").prompt == load_task_config("pickcube").prompt
