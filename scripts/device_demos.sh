@@ -7,7 +7,8 @@
 # debs, device README) and the planned .h5/.json. Then, on the device:
 #   TASK=pickcube PLANNED=data/planned/pick/PickCube-v1.planned.h5 DATA=data/pick3000 SIZE=128 PROCS=48 CONVERT=24 \
 #       bash scripts/device_demos.sh [convert.py overrides]
-# 1. ManiSkill's replay_trajectory, PROCS processes: pd_joint_pos -> the task's control mode, with RGB observations;
+# 1. ManiSkill's replay_trajectory, PROCS processes: pd_joint_pos -> the task's control mode, with RGB observations
+#    (COUNT=N: only the file's first N plans, e.g. to fit a measured replay rate into the device time);
 # 2. convert.py with num_workers=CONVERT: the LeRobot dataset (videos) + norm stats in DATA (over MODEL's action
 #    horizon: pi05_small by default, 16 steps; MODEL=pi05 for the full model's 50).
 # DETACH=1 runs it in its own process session (it outlives the call while the machine stays warm) and leaves
@@ -35,7 +36,8 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 t0=$(date +%s)
 quiet() { tr '\r' '\n' < "$1" | grep -v -i "warn\|^Remove\|Merging\|step/s\]$\|svt\[" | tail -n "${2:-20}"; }
 python3 -m mani_skill.trajectory.replay_trajectory --traj-path "$PLANNED" -o rgb -c "$CONTROL" -b "$BACKEND" \
-  --save-traj -n "${PROCS:-16}" > "$DATA.replay.log" 2>&1 || { quiet "$DATA.replay.log"; fail "replay failed"; }
+  --save-traj -n "${PROCS:-16}" ${COUNT:+--count "$COUNT"} > "$DATA.replay.log" 2>&1 \
+  || { quiet "$DATA.replay.log"; fail "replay failed"; }
 quiet "$DATA.replay.log" 3
 [ -f "$REPLAYED" ] || fail "replay wrote no $REPLAYED"
 t1=$(date +%s); echo "replay: $((t1 - t0)) s"
