@@ -9,7 +9,7 @@ CKPT=$(ls -d runs/$RUN/checkpoints/[0-9]* 2>/dev/null | grep -E '/[0-9]+$' | sor
 echo "last checkpoint: ${CKPT:-none}"
 [ -n "$CKPT" ] || exit 1
 rm -rf /tmp/pack/$RUN && mkdir -p /tmp/pack
-python3 scripts/pack_checkpoint.py pack "$CKPT" /tmp/pack/$RUN --shard-mib 15 || exit 1
+python3 "$(dirname "$0")/pack_checkpoint.py" pack "$CKPT" /tmp/pack/$RUN --shard-mib 15 || exit 1
 mv /tmp/pack/$RUN/*-of-*.safetensors "$OUT/"
 echo "${CKPT##*/}" > /tmp/pack/$RUN/STEP
 cp runs/$RUN/metrics.jsonl runs/$RUN/events.out.tfevents.* runs/$RUN.train.log /tmp/pack/$RUN/ 2>/dev/null
