@@ -36,9 +36,10 @@ class TaskConfig:
     prompt: str = MISSING  # language instruction stored with every frame (the fork's TASK_PROMPTS)
     control_mode: str = "pd_ee_delta_pose"  # dataset actions and eval controller; the converter rejects other modes
     sim_backend: str = "physx_cpu"
-    # ManiSkill robot_uids for demos and eval; "panda_wristcam" is the same Panda (same kinematics and planner) with a
-    # 'hand_camera' sensor on the hand, which `cameras` can then map to the wrist image key
-    robot: str = "panda"
+    # ManiSkill robot_uids for demos and eval; None keeps the env's own default (panda for PickCube/PushCube/PullCube/
+    # PlaceSphere, panda_wristcam for StackCube/PegInsertionSide). "panda_wristcam" is the same Panda (same kinematics
+    # and planner) with a 'hand_camera' sensor on the hand, which `cameras` can then map to the wrist image key
+    robot: str | None = None
     control_freq: int = 20  # Hz of env.step (ManiSkill default for these tasks); also the dataset fps
     max_episode_steps: int = MISSING  # eval horizon, ~2x the mean replayed demo length
     # ManiSkill sensor name -> observation-schema image key; a schema camera not listed here is zeros + mask False.

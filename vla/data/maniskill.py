@@ -113,7 +113,7 @@ def _demo_worker(args: tuple[TaskConfig, int, str]) -> DemoResult:
             obs_mode="none",
             control_mode="pd_joint_pos",  # the motion planners command joint positions
             sim_backend=task.sim_backend,
-            robot_uids=task.robot,
+            **robot_kwargs(task),
             sensor_configs=dict(shader_pack=task.shader, width=task.image_size, height=task.image_size),
         )
         env = RecordEpisode(
@@ -368,6 +368,11 @@ def read_episodes(input_path: str | Path, task: TaskConfig) -> list[Episode]:
 # live environments: the same observation schema as the converted datasets
 
 
+def robot_kwargs(task: TaskConfig) -> dict:
+    """gym.make's robot_uids for the task's robot; none (the env's own default robot) when task.robot is None."""
+    return {} if task.robot is None else {"robot_uids": task.robot}
+
+
 def make_env(task: TaskConfig, render_mode: str | None = None, max_episode_steps: int | None = None):
     """A ManiSkill env configured like the demos' replay (env_kwargs recorded in their JSON): the task's control
     mode, sim backend, sensor size and shader, RGB observations."""
@@ -380,7 +385,7 @@ def make_env(task: TaskConfig, render_mode: str | None = None, max_episode_steps
         obs_mode="rgb",
         control_mode=task.control_mode,
         sim_backend=task.sim_backend,
-        robot_uids=task.robot,
+        **robot_kwargs(task),
         sensor_configs=dict(shader_pack=task.shader, width=task.image_size, height=task.image_size),
         render_mode=render_mode,
         max_episode_steps=max_episode_steps or task.max_episode_steps,
