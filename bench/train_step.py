@@ -6,6 +6,10 @@ fused AdamW, EMA, augmentation) on synthetic batches of the real shapes, one set
   torchrun --standalone --nproc_per_node N bench/train_step.py --hardware 2xh100 ...   (FSDP over N GPUs)
 
 --batch is per GPU (the global batch is N times it); samples/s are the whole job's, TFLOP/s and MFU per GPU.
+--memory-cap-gib G limits PyTorch's allocator to G GiB per GPU (torch.cuda.set_per_process_memory_fraction), so that a
+larger card (H200, 140 GiB) shows whether a setting fits a smaller one (H100 80GB: 79.6 GiB in all, of which the CUDA
+context and NCCL take some outside the allocator); "device used" is then the card's whole use after the run
+(torch.cuda.mem_get_info: the allocator's reserved pool plus everything outside it).
 
 Each setting runs `steps` optimizer steps; the numbers are those of the second half (after warm-up, compilation and
 the allocator's growth). MFU = model FLOPs / (step time x peak bf16 FLOP/s), model FLOPs = 3 x forward matmul FLOPs
@@ -119,7 +123,10 @@ def run(model: str, batch: int, ac: bool, compile_: str, ema: bool, steps: int, 
         (profile_dir / f"{tag}.md").write_text(summarize(trace, PROFILED_STEPS) + "\n")
         print(f"profile: {profile_dir / (tag + '.md')}", flush=True)
     gc.collect()
+    device_used = None
     if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()  # before empty_cache: the pool still holds the run's peak reservation
+        device_used = (total - free) / 2**30
         torch.cuda.empty_cache()
     row = {"model": model, "batch": batch, "gpus": WORLD, "ac": ac, "compile": compile_, "ema": ema,
            "precision": precision, "overrides": list(extra)}
@@ -134,6 +141,7 @@ def run(model: str, batch: int, ac: bool, compile_: str, ema: bool, steps: int, 
         **row, "samples_per_s": last["perf/samples_per_s"], "step_s": last["perf/step_time_s"],
         "peak_mem_gb": last["perf/peak_memory_gb"], "tflops_per_s": flops / last["perf/step_time_s"] / 1e12,
         "mfu": flops / last["perf/step_time_s"] / peak if peak else None, "device": name,
+        "device_used_gib": device_used,
     }
 
 
@@ -151,7 +159,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     ap.add_argument("--profile", type=Path, default=None, help="trace two steps of each setting into this folder")
     ap.add_argument("--set", nargs="*", default=[], help="train.py overrides for every setting, e.g. hardware.x=y")
+    ap.add_argument("--memory-cap-gib", type=float, default=None,
+                    help="limit the allocator to this many GiB per GPU (does a setting fit a smaller card?)")
     args = ap.parse_args()
+    if args.memory_cap_gib and torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        total = torch.cuda.get_device_properties(local).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), local)
     if args.profile and args.steps // 2 < PROFILED_STEPS + 2:
         ap.error(f"--profile needs --steps >= {2 * (PROFILED_STEPS + 2)}: the profiled steps precede the timed half")
     rows = []
@@ -168,16 +182,16 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
     print("\n| GPUs | batch per GPU | act. ckpt | compile | EMA | samples/s | step (s) | TFLOP/s per GPU | MFU | "
-          "peak mem (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "peak mem (GiB) | device used (GiB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         head = f"| {r['gpus']} | {r['batch']} | {r['ac']} | {r['compile']} | {r['ema']} |"
         if "samples_per_s" not in r:
-            print(f"{head} {r['result']} | | | | |")
+            print(f"{head} {r['result']} | | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
         print(f"{head} {r['samples_per_s']:.1f} | {r['step_s']:.3f} | {r['tflops_per_s']:.0f} | {mfu} | "
-              f"{r['peak_mem_gb']:.1f} |")
+              f"{r['peak_mem_gb']:.1f} | {r['device_used_gib'] or 0:.1f} |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from vla.eval.envs import EnvError, check_sim_backend
 from vla.eval.policy import Policy, resolve_checkpoint
 from vla.eval.replay import replay_demos
 from vla.eval.report import markdown_table, write_report, write_results
+from vla.eval.rollout import write_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,6 +82,21 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
     assert (out / "success.png").stat().st_size > 0 and "| pickcube | 3 |" in (out / "summary.md").read_text()
     videos = list((out / "videos").glob("episode000_seed100000_*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 0
+
+
+def test_video_keeps_every_frame_and_odd_sizes(tmp_path):
+    """Episode videos are written with PyAV directly: imageio's writer crashed on the device, where PyAV rather than
+    imageio-ffmpeg is its plugin. Odd frame sizes are padded, not rejected, and no partial file is left behind."""
+    import av
+
+    frames = [np.full((37, 51, 3), 20 * i, np.uint8) for i in range(10)]
+    path = tmp_path / "videos" / "episode000.mp4"
+    write_video(frames, path, fps=20)
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 10 and decoded[0].shape == (38, 52, 3)
+    assert [round(float(f.mean()) / 20) for f in decoded] == list(range(10))  # the frames, in order
+    assert sorted(p.name for p in path.parent.iterdir()) == ["episode000.mp4"]
 
 
 @pytest.mark.slow

@@ -40,12 +40,23 @@ class Episode:
 
 
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
-    import imageio
+    """Write RGB frames as an H.264 mp4 with PyAV (lerobot's own video library). imageio's writer depends on which
+    plugin happens to be installed: with PyAV instead of imageio-ffmpeg it rejects its own `quality` argument, which
+    crashed device evaluations at their first video. Odd sizes are padded by one edge pixel (yuv420p needs even)."""
+    import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with imageio.get_writer(path, fps=fps, quality=6, macro_block_size=1) as writer:
+    height, width = frames[0].shape[:2]
+    pad = ((0, height % 2), (0, width % 2), (0, 0))
+    tmp = path.with_name(path.name + ".partial")
+    with av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "23"})
+        stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
         for frame in frames:
-            writer.append_data(frame)
+            image = np.ascontiguousarray(np.pad(frame, pad, mode="edge"))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder
+    tmp.replace(path)
 
 
 def run_episodes(
