@@ -29,6 +29,8 @@ def test_demos_replayed_open_loop_succeed(demo_files, tasks):
     assert len(results) == 2 and len({r["seed"] for r in results}) == 2
     assert sum(r["success_once"] for r in results) / len(results) >= 0.9
     assert all(r["first_success_step"] <= r["demo_steps"] for r in results)
+    # the env's own stage flags come back with each chunk: a successful pick grasped the cube on the way
+    assert all(r["reached"]["is_grasped"] and r["reached"]["is_obj_placed"] for r in results)
 
 
 @pytest.mark.slow
@@ -79,6 +81,8 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
     assert summary["episodes"] == 3 and summary["control_mode"] == "pd_ee_delta_pose"
     assert summary["sim_backend"] == "physx_cpu" and summary["replan_steps"] == 4
     assert summary["success_once"] == sum(e["success_once"] for e in episodes) / 3
+    assert set(summary["reached_once"]) == {"is_grasped", "is_obj_placed", "is_robot_static"}  # PickCube's flags
+    assert summary["reached_once"]["is_grasped"] == sum(e["reached"]["is_grasped"] for e in episodes) / 3
     assert (out / "success.png").stat().st_size > 0 and "| pickcube | 3 |" in (out / "summary.md").read_text()
     videos = list((out / "videos").glob("episode000_seed100000_*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 0
@@ -124,6 +128,20 @@ def test_report_table_and_plot_over_tasks(tmp_path):
     assert (tmp_path / "report" / "report.png").stat().st_size > 0
     assert json.loads((tmp_path / "report" / "report.json").read_text())[0]["episodes"] in (2, 4)
     assert markdown_table([json.loads((tmp_path / "a" / "summary.json").read_text())]).count("\n") == 3
+
+
+def test_summary_counts_how_far_episodes_got():
+    """reached_once: per env flag, the share of episodes in which it held at some step (an episode without the flag
+    counts as not reached), so that 0% success still says whether the cube was ever grasped."""
+    from vla.eval.report import summarize
+
+    reached = [{"is_grasped": True, "is_obj_placed": False}, {"is_grasped": True, "is_obj_placed": True},
+               {"is_grasped": False}, {}]
+    episodes = [{"seed": i, "success_once": False, "success_at_end": False, "steps": 5, "wall_s": 1.0, "reached": r}
+                for i, r in enumerate(reached)]
+    summary = summarize(episodes, {"task": "pickcube"})
+    assert summary["reached_once"] == {"is_grasped": 0.5, "is_obj_placed": 0.25}
+    assert summarize(episodes[3:], {})["reached_once"] == {}
 
 
 def test_gpu_physics_refused_offline_in_one_line(tasks, monkeypatch, tmp_path):

@@ -4,9 +4,11 @@ size and shader) and speaks a tiny protocol over a pipe:
 
   ("reset", (seed, video)) -> (observation schema, frames or None)  (reconfigure=True: a new scene every episode;
                                                                    video: this episode's frames are recorded)
-  ("run", actions (k, A))  -> (observation schema, successes (k,), frames or None)
+  ("run", actions (k, A))  -> (observation schema, successes (k,), frames or None, reached)
                               executes the k actions; terminations are ignored (ManiSkill's evaluation protocol);
-                              the caller stops at max_episode_steps
+                              the caller stops at max_episode_steps. reached: each of the env's other boolean info
+                              flags (PickCube: is_grasped, is_obj_placed, is_robot_static) -> whether it held at any
+                              of the k steps, so that a failed episode says how far it got
   ("close", None)
 """
 
@@ -41,6 +43,16 @@ def check_sim_backend(task: TaskConfig) -> None:
             )
 
 
+def boolean_flags(info: dict) -> dict[str, bool]:
+    """The env's boolean info flags other than success/fail, for one env (ManiSkill batches them as (1,) tensors)."""
+    flags = {}
+    for key, value in info.items():
+        value = np.asarray(value.cpu() if hasattr(value, "cpu") else value)
+        if key not in ("success", "fail") and value.dtype == bool and value.size == 1:
+            flags[key] = bool(value.reshape(-1)[0])
+    return flags
+
+
 def _frame(obs_schema: dict) -> np.ndarray:
     """Video frame: the visible cameras side by side."""
     imgs = [img for key, img in obs_schema["images"].items() if obs_schema["image_masks"][key]]
@@ -65,13 +77,15 @@ def _worker(conn, task: TaskConfig) -> None:
                 schema = observation_from_env(obs, task)
                 conn.send(("ok", (schema, [_frame(schema)] if record_video else None)))
             elif cmd == "run":
-                successes, frames = [], [] if record_video else None
+                successes, frames, reached = [], [] if record_video else None, {}
                 for action in arg:
                     obs, _, _, _, info = env.step(action)
                     successes.append(bool(np.asarray(info["success"]).reshape(-1)[0]))
+                    for key, flag in boolean_flags(info).items():
+                        reached[key] = reached.get(key, False) or flag
                     if record_video:
                         frames.append(_frame(observation_from_env(obs, task)))
-                conn.send(("ok", (observation_from_env(obs, task), np.array(successes), frames)))
+                conn.send(("ok", (observation_from_env(obs, task), np.array(successes), frames, reached)))
     except Exception:  # noqa: BLE001 - reported to the parent, which raises it with the worker's traceback
         conn.send(("error", traceback.format_exc()))
     finally:

@@ -45,4 +45,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
         task.env_id, 100 * summary["success_once"], summary["successes_once"], summary["episodes"],
         100 * summary["success_at_end"], summary["mean_steps"], info["wall_s"], out_dir,
     )
+    if summary["reached_once"]:
+        log.info("%s: reached at some step: %s", task.env_id,
+                 ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary["reached_once"].items()))
     return summary

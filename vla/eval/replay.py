@@ -29,9 +29,10 @@ def replay_demos(task: TaskConfig, input_path, num_envs: int = 2, max_episode_st
             for w, ep in group:
                 pool.send(w, "run", ep.actions[:limit])
             for w, ep in group:
-                _, successes, _ = pool.recv(w)
+                _, successes, _, reached = pool.recv(w)
                 results.append({"seed": ep.seed, "demo_steps": len(ep), "success_once": bool(np.any(successes)),
-                                "first_success_step": int(np.argmax(successes)) + 1 if successes.any() else None})
+                                "first_success_step": int(np.argmax(successes)) + 1 if successes.any() else None,
+                                "reached": reached})
     return results
 
 

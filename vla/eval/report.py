@@ -21,6 +21,7 @@ COLUMNS = ("task", "episodes", "success_once", "success_at_end", "mean_steps", "
 
 def summarize(episodes: list[dict], info: dict) -> dict:
     n = len(episodes)
+    reached_keys = sorted({k for e in episodes for k in e.get("reached", {})})
     return {
         **info,
         "episodes": n,
@@ -30,6 +31,8 @@ def summarize(episodes: list[dict], info: dict) -> dict:
         "success_at_end": sum(e["success_at_end"] for e in episodes) / n,
         "mean_steps": sum(e["steps"] for e in episodes) / n,
         "mean_episode_wall_s": sum(e["wall_s"] for e in episodes) / n,
+        # how far the failures got: the share of episodes in which each env flag (is_grasped, ...) held at some step
+        "reached_once": {k: sum(e.get("reached", {}).get(k, False) for e in episodes) / n for k in reached_keys},
         "seeds": [e["seed"] for e in episodes],
     }
 

@@ -26,6 +26,7 @@ class Episode:
     steps: int = 0
     wall_s: float = 0.0
     video: str | None = None
+    reached: dict[str, bool] = field(default_factory=dict)  # env flag (e.g. is_grasped) -> held at some step
     # running state, not reported
     t0: float = field(default=0.0, repr=False)
     obs: dict | None = field(default=None, repr=False)
@@ -113,7 +114,9 @@ def run_episodes(
             finished = []
             for w in workers:
                 ep = running[w]
-                ep.obs, successes, frames = pool.recv(w)
+                ep.obs, successes, frames, reached = pool.recv(w)
+                for key, flag in reached.items():
+                    ep.reached[key] = ep.reached.get(key, False) or flag
                 if successes.any() and ep.first_success_step is None:
                     ep.first_success_step = ep.steps + int(np.argmax(successes)) + 1
                 ep.success_once |= bool(successes.any())
