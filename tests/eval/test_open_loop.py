@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vla.data.dataset import ChunkedDataset
-from vla.eval.open_loop import open_loop_errors
+from vla.eval.open_loop import open_loop_errors, state_sensitivity
 
 REPO = Path(__file__).resolve().parents[2]
 HORIZON = 8
@@ -64,17 +64,39 @@ def test_swapped_images_come_from_other_frames(frames):
         assert any(not np.array_equal(a["images"][k], b["images"][k]) for k in a["images"])
 
 
+def test_state_shift_reports_what_a_state_dimension_moves(frames):
+    """A policy whose action 0 is state[8] (every step) moves it by delta x steps when state[8] moves; a policy that
+    ignores the state reports no change; the frames' own state is left as it was."""
+
+    def reads_goal(obs, noise):
+        out = np.zeros((len(obs), HORIZON, 7), np.float32)
+        out[:, :, 0] = np.array([o["state"][8] for o in obs])[:, None]
+        return out
+
+    def blind(obs, noise):
+        return np.zeros((len(obs), HORIZON, 7), np.float32)
+
+    before = frames[0]["state"].copy()
+    moved = state_sensitivity(reads_goal, frames, 32, dim=8, delta=0.05, frames=10, steps=4, batch_size=3)
+    assert moved["frames"] == 10
+    np.testing.assert_allclose(moved["change"], [0.2, 0, 0, 0, 0, 0, 0], atol=1e-6)
+    assert state_sensitivity(blind, frames, 32, dim=8, delta=0.05, frames=10, steps=4)["change"] == [0.0] * 7
+    np.testing.assert_array_equal(frames[0]["state"], before)
+
+
 @pytest.mark.slow
 def test_open_loop_cli(trained_run, datasets, tmp_path):
     out = tmp_path / "ol.json"
     proc = subprocess.run([sys.executable, "-m", "vla.eval.open_loop", "--checkpoint", str(trained_run), "--dataset",
-                           str(datasets["pickcube"]), "--frames", "4", "--steps", "4", "--out", str(out)],
+                           str(datasets["pickcube"]), "--frames", "4", "--steps", "4", "--shift-state", "8=0.05",
+                           "--out", str(out)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["frames"] == 4 and len(result["mae"]) == 7 and np.isfinite(result["mae"]).all()
     assert "relative error" in proc.stdout
+    assert [s["dim"] for s in result["state_shifts"]] == [8] and len(result["state_shifts"][0]["change"]) == 7
     bad = subprocess.run([sys.executable, "-m", "vla.eval.open_loop", "--checkpoint", str(tmp_path / "nope"),
                           "--dataset", str(datasets["pickcube"])], capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
