@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Train the small Pi0.5 (model=pi05_small) on a carried dataset on the device tool's GPU. Extra args go to train.py.
+# Train the small Pi0.5 (model=pi05_small, or MODEL=<another conf/model>) on a carried dataset on
+# the device tool's GPU. Extra args go to train.py.
 #
 # Foreground (one call): a 100-step probe measures the step time and sizes the run to BUDGET seconds (STEPS=N skips
 # it), then the EMA weights are packed for the trip back (scripts/device_pack.sh):
@@ -14,7 +15,7 @@
 set -uo pipefail
 OUT=${OUT:-device_out}; source "$(dirname "$0")/../bench/gpu_env.sh"
 RUN=${RUN:-${TASK}_small}
-args=(task=$TASK model=pi05_small optim=adamw_scratch hardware=1xgpu hardware.activation_checkpointing=false
+args=(task=$TASK model=${MODEL:-pi05_small} optim=adamw_scratch hardware=1xgpu hardware.activation_checkpointing=false
       task.image_size=128 task.dataset_root=$DATA cache_images=true batch_size=${BATCH:-128} progress=false "$@")
 mkdir -p runs; t0=$(date +%s)
 if [ -n "${DETACH:-}" ]; then
