@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the small Pi0.5 (model=pi05_small, or MODEL=<another conf/model>) on a carried dataset on
+# Train the small Pi0.5 (model=pi05_small; MODEL=pi0_small for the continuous-state diagnosis) on a carried dataset on
 # the device tool's GPU. Extra args go to train.py.
 #
 # Foreground (one call): a 100-step probe measures the step time and sizes the run to BUDGET seconds (STEPS=N skips

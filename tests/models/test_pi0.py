@@ -23,6 +23,19 @@ def test_full_size_parameter_counts_match_openpi_jax():
     assert all(p.is_meta for p in pi05.parameters())
 
 
+def test_pi0_small_is_pi05_small_with_continuous_state():
+    """The diagnostic Pi0 of session 12 differs from the issue's small Pi0.5 only in how the state enters."""
+    from dataclasses import asdict
+
+    from vla.models import load_policy_config
+
+    pi0, pi05 = asdict(load_policy_config("pi0_small")), asdict(load_policy_config("pi05_small"))
+    assert {k for k in pi0 if pi0[k] != pi05[k]} == {"name", "pi05", "discrete_state_input", "max_token_len"}
+    with torch.device("meta"):
+        model = build_policy("pi0_small")
+    assert model.state_proj.in_features == 32  # the padded state vector, projected (Pi0), not tokenized
+
+
 def test_unknown_model_config_and_unknown_key_fail_by_name():
     with pytest.raises(ValueError, match="unknown model config 'pi06'"):
         build_policy("pi06")
