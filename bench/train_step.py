@@ -190,8 +190,9 @@ def main() -> None:
             print(f"{head} {r['result']} | | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
+        used = f"{r['device_used_gib']:.1f}" if r["device_used_gib"] is not None else "-"
         print(f"{head} {r['samples_per_s']:.1f} | {r['step_s']:.3f} | {r['tflops_per_s']:.0f} | {mfu} | "
-              f"{r['peak_mem_gb']:.1f} | {r['device_used_gib'] or 0:.1f} |")
+              f"{r['peak_mem_gb']:.1f} | {used} |")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,12 @@ def check_sim_backend(task: TaskConfig) -> None:
             )
 
 
+def merge_reached(reached: dict[str, bool], flags: dict[str, bool]) -> None:
+    """Fold later steps' flags into `reached`: a flag counts once it has held at any step."""
+    for key, flag in flags.items():
+        reached[key] = reached.get(key, False) or flag
+
+
 def boolean_flags(info: dict) -> dict[str, bool]:
     """The env's boolean info flags other than success/fail, for one env (ManiSkill batches them as (1,) tensors)."""
     flags = {}
@@ -81,8 +87,7 @@ def _worker(conn, task: TaskConfig) -> None:
                 for action in arg:
                     obs, _, _, _, info = env.step(action)
                     successes.append(bool(np.asarray(info["success"]).reshape(-1)[0]))
-                    for key, flag in boolean_flags(info).items():
-                        reached[key] = reached.get(key, False) or flag
+                    merge_reached(reached, boolean_flags(info))
                     if record_video:
                         frames.append(_frame(observation_from_env(obs, task)))
                 conn.send(("ok", (observation_from_env(obs, task), np.array(successes), frames, reached)))

@@ -7,7 +7,7 @@ policy fails in closed loop apart: memorization (small error on training frames,
 how much the policy reads its images at all. `--shift-state DIM=DELTA` asks whether it reads one state dimension:
 the same frames and flow noise with that raw state value moved by DELTA, and the mean change of the predicted actions
 (summed over `steps`). Session 12 found this way that a PickCube policy trained with the goal exact ignored the goal
-(a 5 cm shift moved its predicted x by 0.003), while one trained with noise on the goal followed it (0.22).
+(a 5 cm shift along x moved its predicted x by 0.009), while one trained with noise on the goal followed it (0.083).
 
     python -m vla.eval.open_loop --checkpoint runs/<run>/checkpoints/<step> --dataset data/<dataset> [--swap-images]
         [--shift-state 8=0.05 --shift-state 9=0.05]
@@ -31,20 +31,30 @@ from vla.eval.policy import Policy, resolve_checkpoint
 ActFn = Callable[[list[dict], torch.Tensor], np.ndarray]  # Policy.act: observations, noise -> raw chunks (B, H, A)
 
 
+def _pick_frames(dataset: ChunkedDataset, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """The checked rows: `frames` distinct random ones (the same for every check with the same seed)."""
+    return rng.choice(len(dataset), size=min(frames, len(dataset)), replace=False)
+
+
+def _observation(sample: dict) -> dict:
+    """A dataset sample as the policy sees it: everything but the demo's action chunk."""
+    return {k: v for k, v in sample.items() if not k.startswith("actions")}
+
+
 def open_loop_errors(act: ActFn, dataset: ChunkedDataset, model_action_dim: int, frames: int = 48, steps: int = 8,
                      seed: int = 0, swap_images: bool = False, batch_size: int = 16) -> dict:
     """Per-dimension mean absolute error of `act`'s first `steps` actions against the demo's, over `frames` random
     frames (padding past an episode's end left out), with the demo actions' mean absolute value for scale. The same
     `seed` draws the same frames, donors and flow noise, so two checkpoints are compared on identical inputs."""
     rng = np.random.default_rng(seed)
-    idx = rng.choice(len(dataset), size=min(frames, len(dataset)), replace=False)
+    idx = _pick_frames(dataset, frames, rng)
     # a donor frame for each frame's images (another row: with thousands of rows, nearly always another episode)
     donors = (idx + rng.integers(1, len(dataset), size=len(idx))) % len(dataset)
     gen = torch.Generator().manual_seed(seed)
     err_sum = abs_sum = count = 0.0
     for start in range(0, len(idx), batch_size):
         samples = [dataset[int(i)] for i in idx[start:start + batch_size]]
-        obs = [{k: v for k, v in s.items() if not k.startswith("actions")} for s in samples]
+        obs = [_observation(s) for s in samples]
         if swap_images:
             for o, d in zip(obs, donors[start:start + batch_size]):
                 donor = dataset[int(d)]
@@ -68,13 +78,11 @@ def state_sensitivity(act: ActFn, dataset: ChunkedDataset, model_action_dim: int
     """Mean change of the predicted actions, summed over the first `steps`, when raw state dimension `dim` of each
     frame is moved by `delta` (same frames and flow noise as `open_loop_errors` with the same seed). Zero: the policy
     ignores that dimension."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(dataset), size=min(frames, len(dataset)), replace=False)
+    idx = _pick_frames(dataset, frames, np.random.default_rng(seed))
     gen = torch.Generator().manual_seed(seed)
     change_sum, n = 0.0, 0
     for start in range(0, len(idx), batch_size):
-        obs = [{k: v for k, v in dataset[int(i)].items() if not k.startswith("actions")}
-               for i in idx[start:start + batch_size]]
+        obs = [_observation(dataset[int(i)]) for i in idx[start:start + batch_size]]
         shifted = []
         for o in obs:
             state = np.array(o["state"], dtype=np.float32)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from vla.data.config import TaskConfig
-from vla.eval.envs import EnvPool
+from vla.eval.envs import EnvPool, merge_reached
 from vla.eval.policy import Policy
 
 
@@ -115,8 +115,7 @@ def run_episodes(
             for w in workers:
                 ep = running[w]
                 ep.obs, successes, frames, reached = pool.recv(w)
-                for key, flag in reached.items():
-                    ep.reached[key] = ep.reached.get(key, False) or flag
+                merge_reached(ep.reached, reached)
                 if successes.any() and ep.first_success_step is None:
                     ep.first_success_step = ep.steps + int(np.argmax(successes)) + 1
                 ep.success_once |= bool(successes.any())
