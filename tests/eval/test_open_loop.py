@@ -101,3 +101,8 @@ def test_open_loop_cli(trained_run, datasets, tmp_path):
                           "--dataset", str(datasets["pickcube"])], capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("open_loop: error: checkpoint not found")
+    wrong_dim = subprocess.run([sys.executable, "-m", "vla.eval.open_loop", "--checkpoint", str(trained_run),
+                                "--dataset", str(datasets["pickcube"]), "--shift-state", "40=0.1"],
+                               capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert wrong_dim.returncode == 1
+    assert wrong_dim.stderr.strip().splitlines()[-1].startswith("open_loop: error: --shift-state 40: ")

@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as e:
         print(f"open_loop: error: {e}", file=sys.stderr)
         sys.exit(1)
+    state_dim = len(dataset[0]["state"])
+    for dim, _ in shifts:
+        if not 0 <= dim < state_dim:
+            print(f"open_loop: error: --shift-state {dim}: {args.dataset} has state dimensions 0..{state_dim - 1}",
+                  file=sys.stderr)
+            sys.exit(1)
     result = open_loop_errors(policy.act, dataset, policy.cfg.action_dim, args.frames, args.steps, args.seed,
                               args.swap_images)
     result.update(checkpoint=str(ckpt), dataset=str(args.dataset))
