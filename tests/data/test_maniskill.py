@@ -300,3 +300,38 @@ def test_wristcam_variant_plans_renders_and_observes_the_hand_camera(tmp_path):
     # the red cube fills a good part of the hand camera's view from the start pose; the base camera sees a few pixels
     red = lambda im: ((im[..., 0] > 150) & (im[..., 1] < 60) & (im[..., 2] < 60)).mean()  # noqa: E731
     assert red(hand) > 5 * red(live["images"]["base_0_rgb"]) > 0
+
+
+def test_tcp_to_goal_pos_is_goal_minus_gripper_in_demos_and_live_env(demo_files):
+    """A DERIVED_STATE entry in state_extra: tcp_to_goal_pos = goal_pos - tcp_pose[:3] (ManiSkill's definition), read
+    the same from a replayed demo and from a live env, next to the plain entries; pickcube_wristcam_rel is
+    pickcube_wristcam with the absolute goal replaced by it."""
+    from tests.data.helpers import IMAGE_SIZE
+    from vla.data.maniskill import make_env, observation_from_env
+
+    wrist, rel = load_task("pickcube_wristcam"), load_task("pickcube_wristcam_rel")
+    assert rel.state_sources == [("agent/qpos", 8), ("extra/tcp_to_goal_pos", 3)]
+    changed = {"name", "state_extra", "repo_id", "dataset_root", "norm_stats", "demos"}
+    assert {k: v for k, v in vars(wrist).items() if k not in changed} == {
+        k: v for k, v in vars(rel).items() if k not in changed}
+
+    # the base-camera PickCube demos of the session fixture, with the relative goal after the absolute one
+    task = load_task("pickcube", image_size=IMAGE_SIZE, state_dim=14, state_extra={"tcp_to_goal_pos": 3})
+    assert [k for k, _ in task.state_sources] == ["agent/qpos", "extra/goal_pos", "extra/tcp_to_goal_pos"]
+    h5 = demo_files["pickcube"]
+    for e in read_episodes(h5, task):
+        goal, tcp = (read_h5(h5, e.traj, f"obs/extra/{k}")[: len(e)] for k in ("goal_pos", "tcp_pose"))
+        np.testing.assert_array_equal(e.state[:, 8:11], goal)
+        np.testing.assert_array_equal(e.state[:, 11:], goal - tcp[:, :3])
+        assert np.linalg.norm(e.state[:, 11:], axis=1).min() < 0.025  # a successful demo brings the cube to the goal
+
+    env = make_env(task)
+    try:
+        obs, _ = env.reset(seed=read_episodes(h5, task)[0].seed)
+        live = observation_from_env(obs, task)["state"]
+    finally:
+        env.close()
+    goal, tcp = obs["extra"]["goal_pos"][0].numpy(), obs["extra"]["tcp_pose"][0, :3].numpy()
+    assert live.shape == (14,) and live.dtype == np.float32
+    np.testing.assert_allclose(live[11:], goal - tcp, rtol=0, atol=1e-7)
+    assert np.abs(live[11:]).max() > 0.05  # at reset the gripper is far from the goal

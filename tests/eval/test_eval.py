@@ -31,6 +31,24 @@ def test_demos_replayed_open_loop_succeed(demo_files, tasks):
     assert all(r["first_success_step"] <= r["demo_steps"] for r in results)
     # the env's own stage flags come back with each chunk: a successful pick grasped the cube on the way
     assert all(r["reached"]["is_grasped"] and r["reached"]["is_obj_placed"] for r in results)
+    # and the cube came within PickCube's goal_thresh (0.025 m) of the goal: the recorded cube-goal distance agrees
+    assert all(0 <= r["closest_distance"] <= 0.025 for r in results)
+
+
+@pytest.mark.slow
+def test_goal_distance_naming_no_actor_of_the_env_fails_in_one_line(tasks):
+    from dataclasses import replace
+
+    from vla.eval.envs import EnvPool
+
+    task = replace(tasks["pickcube"], goal_distance=["cube", "goal_region"])  # PushCube's goal, not PickCube's
+    with EnvPool(task, 1) as pool:
+        pool.send(0, "reset", (0, False))
+        pool.recv(0)
+        pool.send(0, "run", np.zeros((1, 7), np.float32))
+        with pytest.raises(EnvError, match=r"goal_distance \['cube', 'goal_region'\]: expected two actor names of "
+                                            r"PickCube-v1, found actors \['cube', 'goal_site', 'table-workspace'\]"):
+            pool.recv(0)
 
 
 @pytest.mark.slow
@@ -83,6 +101,9 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
     assert summary["success_once"] == sum(e["success_once"] for e in episodes) / 3
     assert set(summary["reached_once"]) == {"is_grasped", "is_obj_placed", "is_robot_static"}  # PickCube's flags
     assert summary["reached_once"]["is_grasped"] == sum(e["reached"]["is_grasped"] for e in episodes) / 3
+    # PickCube's cube-goal distance: closest over the episode <= the one after its last step, summarized by quartiles
+    assert all(0 < e["closest_distance"] <= e["final_distance"] for e in episodes)
+    assert summary["closest_distance"]["median"] == float(np.median([e["closest_distance"] for e in episodes]))
     assert (out / "success.png").stat().st_size > 0 and "| pickcube | 3 |" in (out / "summary.md").read_text()
     videos = list((out / "videos").glob("episode000_seed100000_*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 0
@@ -142,6 +163,10 @@ def test_summary_counts_how_far_episodes_got():
     summary = summarize(episodes, {"task": "pickcube"})
     assert summary["reached_once"] == {"is_grasped": 0.5, "is_obj_placed": 0.25}
     assert summarize(episodes[3:], {})["reached_once"] == {}
+    assert summary["closest_distance"] is None  # no goal_distance recorded
+    for e, d in zip(episodes, (0.01, 0.04, 0.02, 0.03)):
+        e["closest_distance"] = d
+    assert summarize(episodes, {})["closest_distance"] == {"p25": 0.0175, "median": 0.025, "p75": 0.0325, "min": 0.01}
 
 
 def test_gpu_physics_refused_offline_in_one_line(tasks, monkeypatch, tmp_path):

@@ -47,9 +47,13 @@ class TaskConfig:
     image_size: int = 256  # sensor width = height (sensor_configs), the stored image size
     shader: str = "default"  # sensor shader pack used for demos; eval must render with the same one
     state_dim: int = 8  # state size: qpos[:qpos_dim] (7 arm joints + one finger), then the state_extra entries
-    # obs/extra/<key> -> dims, appended to the state: what the cameras cannot see (PickCube's goal is hidden from them)
+    # obs/extra/<key> -> dims, appended to the state: what the cameras cannot see (PickCube's goal is hidden from them);
+    # a key of vla.data.maniskill.DERIVED_STATE (tcp_to_goal_pos) is computed from two observation keys
     state_extra: dict[str, int] = field(default_factory=dict)
     action_dim: int = 7  # pd_ee_delta_pose: xyz delta, rotation delta, gripper
+    # Two actors of the scene (names in env.get_state_dict()['actors']) whose distance eval records per episode, closest
+    # and final (m): how near a failed episode came. PickCube: [cube, goal_site], placed within 0.025. [] records none
+    goal_distance: list[str] = field(default_factory=list)
     repo_id: str = MISSING  # LeRobot repo id written into the dataset (never pushed)
     dataset_root: str = MISSING  # LeRobot dataset directory
     norm_stats: str = MISSING  # norm_stats.json path (next to the dataset)

@@ -313,6 +313,25 @@ def _lowdim(group: h5py.Group, key: str, where: str, length: int, min_dim: int) 
     return x.astype(np.float32)
 
 
+# State entries that ManiSkill's RGB observation does not hold as such but that are exact functions of entries it
+# does hold: name -> (minuend, subtrahend), both observation keys. tcp_to_goal_pos is ManiSkill's own name and
+# definition (pick_single_ycb.py: goal_site.pose.p - agent.tcp.pose.p); for PickCube both operands are in every obs mode.
+DERIVED_STATE = {"extra/tcp_to_goal_pos": ("extra/goal_pos", "extra/tcp_pose")}
+
+
+def assemble_state(task: TaskConfig, read) -> np.ndarray:
+    """The task's state from `read(obs_key, dims) -> array [..., >=dims]`: its state_sources in order, each cut to its
+    dims, a DERIVED_STATE entry computed from its two operands. Demos (HDF5) and live envs both build the state here."""
+    parts = []
+    for key, dims in task.state_sources:
+        if key in DERIVED_STATE:
+            minuend, subtrahend = DERIVED_STATE[key]
+            parts.append(read(minuend, dims)[..., :dims] - read(subtrahend, dims)[..., :dims])
+        else:
+            parts.append(read(key, dims)[..., :dims])
+    return np.concatenate(parts, axis=-1)
+
+
 def read_episodes(input_path: str | Path, task: TaskConfig) -> list[Episode]:
     """Validate every episode of a ManiSkill .h5 file (or a directory of them) against `task`; images stay on disk."""
     episodes = []
@@ -347,8 +366,7 @@ def read_episodes(input_path: str | Path, task: TaskConfig) -> list[Episode]:
                     actions = _lowdim(g, "actions", where, T, task.action_dim)
                     _check(actions.shape[1] == task.action_dim, where, "actions", f"{task.action_dim} dims",
                            actions.shape[1])
-                    state = np.concatenate([_lowdim(g, f"obs/{key}", where, T + 1, dims)[:T, :dims]
-                                            for key, dims in task.state_sources], axis=1)
+                    state = assemble_state(task, lambda key, dims: _lowdim(g, f"obs/{key}", where, T + 1, dims)[:T])
                     for cam in task.cameras:
                         key = f"obs/sensor_data/{cam}/rgb"
                         _check(key in g, where, key, "a dataset", "nothing (missing key)")
@@ -413,9 +431,8 @@ def observation_from_env(obs: dict, task: TaskConfig, prompt: str | None = None,
     return {
         "images": images,
         "image_masks": masks,
-        "state": np.concatenate([
-            _numpy(functools.reduce(operator.getitem, key.split("/"), obs)[env_index])[:dims]
-            for key, dims in task.state_sources
-        ]).astype(np.float32),
+        "state": assemble_state(
+            task, lambda key, dims: _numpy(functools.reduce(operator.getitem, key.split("/"), obs)[env_index])
+        ).astype(np.float32),
         "prompt": task.prompt if prompt is None else prompt,
     }

@@ -4,11 +4,12 @@ size and shader) and speaks a tiny protocol over a pipe:
 
   ("reset", (seed, video)) -> (observation schema, frames or None)  (reconfigure=True: a new scene every episode;
                                                                    video: this episode's frames are recorded)
-  ("run", actions (k, A))  -> (observation schema, successes (k,), frames or None, reached)
+  ("run", actions (k, A))  -> (observation schema, successes (k,), frames or None, reached, distances)
                               executes the k actions; terminations are ignored (ManiSkill's evaluation protocol);
                               the caller stops at max_episode_steps. reached: each of the env's other boolean info
                               flags (PickCube: is_grasped, is_obj_placed, is_robot_static) -> whether it held at any
-                              of the k steps, so that a failed episode says how far it got
+                              of the k steps, so that a failed episode says how far it got; distances (k,): the
+                              task's goal_distance after each step (None when the task names no actors)
   ("close", None)
 """
 
@@ -59,6 +60,20 @@ def boolean_flags(info: dict) -> dict[str, bool]:
     return flags
 
 
+def goal_distance(env, task: TaskConfig) -> float | None:
+    """Distance (m) between the positions of the task's two goal_distance actors, read from the env's public state
+    dict (what ManiSkill's trajectories record as env_states), or None when the task names none."""
+    if not task.goal_distance:
+        return None
+    actors = env.unwrapped.get_state_dict()["actors"]
+    missing = [name for name in task.goal_distance if name not in actors]
+    if missing or len(task.goal_distance) != 2:
+        raise ValueError(f"task {task.name}: goal_distance {list(task.goal_distance)}: expected two actor names of "
+                         f"{task.env_id}, found actors {sorted(actors)}")
+    a, b = (np.asarray(actors[name].cpu()).reshape(-1)[:3] for name in task.goal_distance)
+    return float(np.linalg.norm(a - b))
+
+
 def _frame(obs_schema: dict) -> np.ndarray:
     """Video frame: the visible cameras side by side."""
     imgs = [img for key, img in obs_schema["images"].items() if obs_schema["image_masks"][key]]
@@ -83,14 +98,16 @@ def _worker(conn, task: TaskConfig) -> None:
                 schema = observation_from_env(obs, task)
                 conn.send(("ok", (schema, [_frame(schema)] if record_video else None)))
             elif cmd == "run":
-                successes, frames, reached = [], [] if record_video else None, {}
+                successes, frames, reached, distances = [], [] if record_video else None, {}, []
                 for action in arg:
                     obs, _, _, _, info = env.step(action)
                     successes.append(bool(np.asarray(info["success"]).reshape(-1)[0]))
                     merge_reached(reached, boolean_flags(info))
+                    distances.append(goal_distance(env, task))
                     if record_video:
                         frames.append(_frame(observation_from_env(obs, task)))
-                conn.send(("ok", (observation_from_env(obs, task), np.array(successes), frames, reached)))
+                distances = np.array(distances, np.float64) if task.goal_distance else None
+                conn.send(("ok", (observation_from_env(obs, task), np.array(successes), frames, reached, distances)))
     except Exception:  # noqa: BLE001 - reported to the parent, which raises it with the worker's traceback
         conn.send(("error", traceback.format_exc()))
     finally:

@@ -48,4 +48,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
     if summary["reached_once"]:
         log.info("%s: reached at some step: %s", task.env_id,
                  ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary["reached_once"].items()))
+    if summary["closest_distance"]:
+        d = summary["closest_distance"]
+        log.info("%s: closest %s-%s distance per episode: median %.3f m (quartiles %.3f-%.3f, min %.3f)", task.env_id,
+                 *task.goal_distance, d["median"], d["p25"], d["p75"], d["min"])
     return summary

@@ -15,7 +15,8 @@ from vla.eval.envs import EnvPool
 
 
 def replay_demos(task: TaskConfig, input_path, num_envs: int = 2, max_episode_steps: int | None = None) -> list[dict]:
-    """One record per demo: seed, demo length, success_once within max_episode_steps (default: task's)."""
+    """One record per demo: seed, demo length, success_once within max_episode_steps (default: task's), the env
+    flags that held at some step and the closest goal_distance."""
     episodes = read_episodes(input_path, task)
     limit = max_episode_steps or task.max_episode_steps
     results = []
@@ -29,10 +30,11 @@ def replay_demos(task: TaskConfig, input_path, num_envs: int = 2, max_episode_st
             for w, ep in group:
                 pool.send(w, "run", ep.actions[:limit])
             for w, ep in group:
-                _, successes, _, reached = pool.recv(w)
+                _, successes, _, reached, distances = pool.recv(w)
                 results.append({"seed": ep.seed, "demo_steps": len(ep), "success_once": bool(np.any(successes)),
                                 "first_success_step": int(np.argmax(successes)) + 1 if successes.any() else None,
-                                "reached": reached})
+                                "reached": reached,
+                                "closest_distance": float(distances.min()) if distances is not None else None})
     return results
 
 

@@ -33,8 +33,19 @@ def summarize(episodes: list[dict], info: dict) -> dict:
         "mean_episode_wall_s": sum(e["wall_s"] for e in episodes) / n,
         # how far the failures got: the share of episodes in which each env flag (is_grasped, ...) held at some step
         "reached_once": {k: sum(e.get("reached", {}).get(k, False) for e in episodes) / n for k in reached_keys},
+        # the task's goal_distance (PickCube: cube to goal, m): quartiles over episodes of each one's closest approach
+        "closest_distance": _quartiles([e["closest_distance"] for e in episodes if e.get("closest_distance") is not None]),
         "seeds": [e["seed"] for e in episodes],
     }
+
+
+def _quartiles(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    import numpy as np
+
+    q25, q50, q75 = np.percentile(values, [25, 50, 75])
+    return {"p25": float(q25), "median": float(q50), "p75": float(q75), "min": float(min(values))}
 
 
 def _pct(x: float) -> str:

@@ -27,6 +27,9 @@ class Episode:
     wall_s: float = 0.0
     video: str | None = None
     reached: dict[str, bool] = field(default_factory=dict)  # env flag (e.g. is_grasped) -> held at some step
+    # the task's goal_distance (m; PickCube: cube to goal): smallest after any step, and after the last; None: not recorded
+    closest_distance: float | None = None
+    final_distance: float | None = None
     # running state, not reported
     t0: float = field(default=0.0, repr=False)
     obs: dict | None = field(default=None, repr=False)
@@ -114,8 +117,12 @@ def run_episodes(
             finished = []
             for w in workers:
                 ep = running[w]
-                ep.obs, successes, frames, reached = pool.recv(w)
+                ep.obs, successes, frames, reached, distances = pool.recv(w)
                 merge_reached(ep.reached, reached)
+                if distances is not None and len(distances):
+                    ep.final_distance = float(distances[-1])
+                    closest = float(distances.min())
+                    ep.closest_distance = closest if ep.closest_distance is None else min(ep.closest_distance, closest)
                 if successes.any() and ep.first_success_step is None:
                     ep.first_success_step = ep.steps + int(np.argmax(successes)) + 1
                 ep.success_once |= bool(successes.any())
