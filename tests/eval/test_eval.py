@@ -43,9 +43,7 @@ def test_goal_distance_naming_no_actor_of_the_env_fails_in_one_line(tasks):
 
     task = replace(tasks["pickcube"], goal_distance=["cube", "goal_region"])  # PushCube's goal, not PickCube's
     with EnvPool(task, 1) as pool:
-        pool.send(0, "reset", (0, False))
-        pool.recv(0)
-        pool.send(0, "run", np.zeros((1, 7), np.float32))
+        pool.send(0, "reset", (0, False))  # the distance at the start is the first one read
         with pytest.raises(EnvError, match=r"goal_distance \['cube', 'goal_region'\]: expected two actor names of "
                                             r"PickCube-v1, found actors \['cube', 'goal_site', 'table-workspace'\]"):
             pool.recv(0)
@@ -103,6 +101,8 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
     assert summary["reached_once"]["is_grasped"] == sum(e["reached"]["is_grasped"] for e in episodes) / 3
     # PickCube's cube-goal distance: closest over the episode <= the one after its last step, summarized by quartiles
     assert all(0 < e["closest_distance"] <= e["final_distance"] for e in episodes)
+    assert all(e["initial_distance"] > 0 for e in episodes)  # at reset, before any step (not part of the closest)
+    assert len({e["initial_distance"] for e in episodes}) == 3  # a new scene (cube and goal) for every seed
     assert summary["closest_distance"]["median"] == float(np.median([e["closest_distance"] for e in episodes]))
     assert (out / "success.png").stat().st_size > 0 and "| pickcube | 3 |" in (out / "summary.md").read_text()
     videos = list((out / "videos").glob("episode000_seed100000_*.mp4"))

@@ -2,8 +2,9 @@
 call. Each worker owns one env made by `vla.data.maniskill.make_env` (the demos' control mode, sim backend, sensor
 size and shader) and speaks a tiny protocol over a pipe:
 
-  ("reset", (seed, video)) -> (observation schema, frames or None)  (reconfigure=True: a new scene every episode;
-                                                                   video: this episode's frames are recorded)
+  ("reset", (seed, video)) -> (observation schema, frames or None, distance)  (reconfigure=True: a new scene every
+                              episode; video: this episode's frames are recorded; distance: the task's goal_distance
+                              at the start, or None)
   ("run", actions (k, A))  -> (observation schema, successes (k,), frames or None, reached, distances)
                               executes the k actions; terminations are ignored (ManiSkill's evaluation protocol);
                               the caller stops at max_episode_steps. reached: each of the env's other boolean info
@@ -96,7 +97,7 @@ def _worker(conn, task: TaskConfig) -> None:
                 seed, record_video = arg
                 obs, _ = env.reset(seed=int(seed), options=dict(reconfigure=True))
                 schema = observation_from_env(obs, task)
-                conn.send(("ok", (schema, [_frame(schema)] if record_video else None)))
+                conn.send(("ok", (schema, [_frame(schema)] if record_video else None, goal_distance(env, task))))
             elif cmd == "run":
                 successes, frames, reached, distances = [], [] if record_video else None, {}, []
                 for action in arg:

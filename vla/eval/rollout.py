@@ -27,7 +27,9 @@ class Episode:
     wall_s: float = 0.0
     video: str | None = None
     reached: dict[str, bool] = field(default_factory=dict)  # env flag (e.g. is_grasped) -> held at some step
-    # the task's goal_distance (m; PickCube: cube to goal): smallest after any step, and after the last; None: not recorded
+    # the task's goal_distance (m; PickCube: cube to goal): at the start, smallest after any step, and after the last
+    # (closest == initial: the cube never came nearer); None: not recorded
+    initial_distance: float | None = None
     closest_distance: float | None = None
     final_distance: float | None = None
     # running state, not reported
@@ -97,7 +99,7 @@ def run_episodes(
                 running[w] = ep
                 pool.send(w, "reset", (ep.seed, ep.index < videos))
             for w in workers:
-                running[w].obs, running[w].frames = pool.recv(w)
+                running[w].obs, running[w].frames, running[w].initial_distance = pool.recv(w)
 
         start(list(range(n)))
         while running:
