@@ -104,6 +104,7 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
     assert all(e["initial_distance"] > 0 for e in episodes)  # at reset, before any step (not part of the closest)
     assert len({e["initial_distance"] for e in episodes}) == 3  # a new scene (cube and goal) for every seed
     assert summary["closest_distance"]["median"] == float(np.median([e["closest_distance"] for e in episodes]))
+    assert summary["initial_distance"]["median"] == float(np.median([e["initial_distance"] for e in episodes]))
     assert (out / "success.png").stat().st_size > 0 and "| pickcube | 3 |" in (out / "summary.md").read_text()
     videos = list((out / "videos").glob("episode000_seed100000_*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 0
@@ -163,10 +164,12 @@ def test_summary_counts_how_far_episodes_got():
     summary = summarize(episodes, {"task": "pickcube"})
     assert summary["reached_once"] == {"is_grasped": 0.5, "is_obj_placed": 0.25}
     assert summarize(episodes[3:], {})["reached_once"] == {}
-    assert summary["closest_distance"] is None  # no goal_distance recorded
+    assert summary["closest_distance"] is None and summary["initial_distance"] is None  # no goal_distance recorded
     for e, d in zip(episodes, (0.01, 0.04, 0.02, 0.03)):
-        e["closest_distance"] = d
-    assert summarize(episodes, {})["closest_distance"] == {"p25": 0.0175, "median": 0.025, "p75": 0.0325, "min": 0.01}
+        e["closest_distance"], e["initial_distance"] = d, 0.2
+    summary = summarize(episodes, {})
+    assert summary["closest_distance"] == {"p25": 0.0175, "median": 0.025, "p75": 0.0325, "min": 0.01}
+    assert summary["initial_distance"] == {"p25": 0.2, "median": 0.2, "p75": 0.2, "min": 0.2}
 
 
 def test_gpu_physics_refused_offline_in_one_line(tasks, monkeypatch, tmp_path):

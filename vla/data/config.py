@@ -51,8 +51,8 @@ class TaskConfig:
     # a key of vla.data.maniskill.DERIVED_STATE (tcp_to_goal_pos) is computed from two observation keys
     state_extra: dict[str, int] = field(default_factory=dict)
     action_dim: int = 7  # pd_ee_delta_pose: xyz delta, rotation delta, gripper
-    # Two actors of the scene (names in env.get_state_dict()['actors']) whose distance eval records per episode, closest
-    # and final (m): how near a failed episode came. PickCube: [cube, goal_site], placed within 0.025. [] records none
+    # Two actors of the scene (names in env.get_state_dict()['actors']) whose distance eval records per episode, at the
+    # start, closest and final (m): how near a failed episode came. PickCube: [cube, goal_site], placed within 0.025
     goal_distance: list[str] = field(default_factory=list)
     repo_id: str = MISSING  # LeRobot repo id written into the dataset (never pushed)
     dataset_root: str = MISSING  # LeRobot dataset directory

@@ -50,6 +50,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
                  ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary["reached_once"].items()))
     if summary["closest_distance"]:
         d = summary["closest_distance"]
-        log.info("%s: closest %s-%s distance per episode: median %.3f m (quartiles %.3f-%.3f, min %.3f)", task.env_id,
-                 *task.goal_distance, d["median"], d["p25"], d["p75"], d["min"])
+        log.info("%s: closest %s-%s distance per episode: median %.3f m (quartiles %.3f-%.3f, min %.3f); "
+                 "at the start: median %.3f m", task.env_id, *task.goal_distance, d["median"], d["p25"], d["p75"],
+                 d["min"], summary["initial_distance"]["median"])
     return summary

@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 COLUMNS = ("task", "episodes", "success_once", "success_at_end", "mean_steps", "control_mode", "sim_backend",
            "max_episode_steps", "replan_steps", "checkpoint")
 
@@ -33,8 +35,10 @@ def summarize(episodes: list[dict], info: dict) -> dict:
         "mean_episode_wall_s": sum(e["wall_s"] for e in episodes) / n,
         # how far the failures got: the share of episodes in which each env flag (is_grasped, ...) held at some step
         "reached_once": {k: sum(e.get("reached", {}).get(k, False) for e in episodes) / n for k in reached_keys},
-        # the task's goal_distance (PickCube: cube to goal, m): quartiles over episodes of each one's closest approach
-        "closest_distance": _quartiles([e["closest_distance"] for e in episodes if e.get("closest_distance") is not None]),
+        # the task's goal_distance (PickCube: cube to goal, m): quartiles over episodes, at the start and at each
+        # episode's closest approach
+        **{key: _quartiles([e[key] for e in episodes if e.get(key) is not None])
+           for key in ("initial_distance", "closest_distance")},
         "seeds": [e["seed"] for e in episodes],
     }
 
@@ -42,8 +46,6 @@ def summarize(episodes: list[dict], info: dict) -> dict:
 def _quartiles(values: list[float]) -> dict | None:
     if not values:
         return None
-    import numpy as np
-
     q25, q50, q75 = np.percentile(values, [25, 50, 75])
     return {"p25": float(q25), "median": float(q50), "p75": float(q75), "min": float(min(values))}
 
