@@ -28,7 +28,8 @@ class Episode:
     video: str | None = None
     reached: dict[str, bool] = field(default_factory=dict)  # env flag (e.g. is_grasped) -> held at some step
     # the task's goal_distance (m; PickCube: cube to goal): at the start, smallest after any step, and after the last
-    # (closest == initial: the cube never came nearer); None: not recorded
+    # (closest not below initial: the cube never came nearer; closest counts only after steps, so it can exceed
+    # initial when the cube settles or is pushed away); None: not recorded
     initial_distance: float | None = None
     closest_distance: float | None = None
     final_distance: float | None = None
