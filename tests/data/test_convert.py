@@ -117,3 +117,59 @@ def test_cli_bad_input_is_one_error_line(copy_demo, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("convert.py: error: "), proc.stderr[-3000:]
     assert str(h5) in lines[0] and "traj_0" in lines[0] and "obs/agent/qpos" in lines[0]
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_idle_frames_are_left_out_with_their_images(demo_files, tmp_path):
+    """idle_action_max leaves out the frames in which the planner holds the arm still (before the descent, after the
+    gripper closes); each kept frame keeps its own recorded image, state and action."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from tests.data.helpers import expected_state, read_h5
+
+    h5 = demo_files["pickcube"]
+    task = load_task("pickcube", image_size=IMAGE_SIZE)
+    out = tmp_path / "ds"
+    cfg = ConvertConfig(task=task, model=load_policy_config("pi05_tiny"), input=str(h5), output=str(out),
+                        idle_action_max=0.02)
+    report = convert(cfg)
+    kept = {}  # traj -> recorded steps expected in the dataset, worked out here frame by frame
+    for traj in trajectories(h5):
+        actions = read_h5(h5, traj, "actions")
+        kept[traj] = [t for t in range(len(actions))
+                      if max(abs(actions[t, :6])) > 0.02 or (t > 0 and actions[t, 6] != actions[t - 1, 6])]
+        closes = [t for t in range(1, len(actions)) if actions[t, 6] < 0 <= actions[t - 1, 6]]
+        assert closes and closes[0] + 1 not in kept[traj], traj  # the planner's wait after closing is left out...
+        assert closes[0] in kept[traj], traj  # ...the close command itself is not
+    assert report.frames == sum(map(len, kept.values())) < sum(len(read_h5(h5, t, "actions")) for t in kept)
+    ds = LeRobotDataset(task.repo_id, root=out)
+    i = 0
+    for traj, steps in kept.items():
+        actions = read_h5(h5, traj, "actions")
+        state = expected_state(h5, traj, task, len(actions))
+        rgb = read_h5(h5, traj, f"obs/sensor_data/{next(iter(task.cameras))}/rgb")
+        for t in steps:
+            row = ds[i]
+            np.testing.assert_array_equal(row["actions"].numpy(), actions[t])
+            np.testing.assert_array_equal(row["state"].numpy(), state[t])
+            image = (row["image"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            np.testing.assert_array_equal(image, rgb[t])
+            i += 1
+    assert i == len(ds)
+
+
+def test_an_episode_that_never_moves_is_refused_in_one_line(tmp_path):
+    from vla.data.convert import drop_idle_frames
+    from vla.data.maniskill import DataError, Episode
+
+    still = np.zeros((5, 7), np.float32)
+    still[:, 6] = 1.0  # gripper held open throughout
+    moving = still.copy()
+    moving[2, 0] = 0.5
+    eps = [Episode(tmp_path / "a.h5", f"traj_{i}", i, np.zeros((5, 9), np.float32), actions)
+           for i, actions in enumerate([moving, still])]
+    with pytest.raises(DataError, match=r"^.*a\.h5: traj_1: actions: expected a frame that moves the arm or the "
+                                        r"gripper, found every one of 5 within idle_action_max=0\.02$"):
+        drop_idle_frames(eps, 0.02)
+    (kept,) = drop_idle_frames(eps[:1], 0.02)
+    assert kept.steps.tolist() == [2] and kept.actions.tolist() == [moving[2].tolist()]

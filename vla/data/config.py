@@ -84,6 +84,9 @@ class ConvertConfig:
     max_normalized: float = 100.0
     # ...or, if true, every episode holding such a frame is left out (logged) and the stats computed without them
     drop_outliers: bool = False
+    # null: every recorded frame; a number: leave out the frames in which the demo holds still (every arm action dim
+    # within +-this, gripper command unchanged): planner pauses a policy cannot time from its state (convert.py)
+    idle_action_max: float | None = None
 
 
 def register_configs() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -38,7 +39,10 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
         input_path = gen.path
     else:
         input_path = Path(cfg.input)
-    episodes = check_normalizable(read_episodes(input_path, task), cfg)
+    episodes = read_episodes(input_path, task)
+    if cfg.idle_action_max is not None:
+        episodes = drop_idle_frames(episodes, cfg.idle_action_max)
+    episodes = check_normalizable(episodes, cfg)
     report = write_dataset(episodes, output, task, cfg.model.action_horizon, cfg.use_videos, cfg.overwrite,
                            cfg.num_workers)
     log.info(
@@ -47,6 +51,39 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
         report.bytes / 1e6, report.seconds, cfg.model.action_horizon, report.root / "norm_stats.json",
     )
     return report
+
+
+def idle_frames(actions: np.ndarray, idle_action_max: float) -> np.ndarray:
+    """bool [T]: the frames in which the demo holds still: every arm dimension of the action (all but the last, the
+    gripper: pd_ee_delta_pose is 6 arm + 1 gripper) within +-idle_action_max and the gripper command unchanged from the
+    frame before (frame 0 counts as unchanged)."""
+    arm_still = (np.abs(actions[:, :-1]) <= idle_action_max).all(axis=1)
+    gripper = actions[:, -1]
+    gripper_same = np.concatenate([[True], gripper[1:] == gripper[:-1]])
+    return arm_still & gripper_same
+
+
+def drop_idle_frames(episodes: list[Episode], idle_action_max: float) -> list[Episode]:
+    """Leave out the frames in which the demo holds still (`idle_frames`); images follow through Episode.steps.
+
+    ManiSkill's PickCube motion planner holds the arm still for 7-9 steps after closing the gripper, and nothing in the
+    state counts the wait. From such a still state the demos' next chunk is "the rest of a wait of unknown length,
+    then the lift"; a policy that executes only part of the chunk it samples can end up still again, and repeat. In
+    session 14 a PickCube policy executing 8 of its 16 predicted actions succeeded in 2 of 20 episodes and, executing
+    all 16, in 10 (same checkpoint and seeds). OpenVLA left the no-op actions out of its LIBERO demos for this reason."""
+    out, dropped, total = [], 0, 0
+    for ep in episodes:
+        steps = np.flatnonzero(~idle_frames(ep.actions, idle_action_max))
+        total += len(ep)
+        if len(steps) == 0:
+            raise DataError(f"{ep.path}: {ep.traj}: actions: expected a frame that moves the arm or the gripper, "
+                            f"found every one of {len(ep)} within idle_action_max={idle_action_max:g}")
+        dropped += len(ep) - len(steps)
+        old_steps = ep.steps if ep.steps is not None else np.arange(len(ep))
+        out.append(dataclasses.replace(ep, state=ep.state[steps], actions=ep.actions[steps], steps=old_steps[steps]))
+    log.info("left out %d of %d frames (%.1f%%) in which the demo holds still (arm action within +-%g, gripper "
+             "unchanged)", dropped, total, 100 * dropped / max(total, 1), idle_action_max)
+    return out
 
 
 def check_normalizable(episodes: list[Episode], cfg: ConvertConfig) -> list[Episode]:

@@ -262,6 +262,7 @@ class Episode:
     seed: int
     state: np.ndarray  # float32 [T, state_dim] = qpos[:T, :qpos_dim] + the task's state_extra entries
     actions: np.ndarray  # float32 [T, action_dim]
+    steps: np.ndarray | None = None  # the recorded step of each frame, when some were left out (drop_idle_frames)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -271,7 +272,9 @@ class Episode:
         key = f"obs/sensor_data/{camera}/rgb"
         try:
             with h5py.File(self.path, "r") as f:
-                return f[self.traj][key][: len(self)]
+                if self.steps is None:
+                    return f[self.traj][key][: len(self)]
+                return f[self.traj][key][: int(self.steps[-1]) + 1][self.steps]
         except (OSError, KeyError) as e:
             raise DataError(f"{self.path}: {self.traj}: {key}: cannot read ({_one_line(e)})") from None
 
