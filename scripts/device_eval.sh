@@ -4,7 +4,8 @@
 #   SEEDS="100000 300000" EPISODES=100 ENVS=14 DETACH=1 bash scripts/device_eval.sh pushcube:push_sn2:0 pickcube:pick_a:1
 # The policy runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/benchmarks.md);
 # COMPILE=false runs it eager; VIDEOS=N records the first N episodes of each evaluation (eval.py videos=N); REPLAN=N
-# executes N actions of each predicted chunk (eval.py replan_steps; default half the action horizon).
+# executes N actions of each predicted chunk (eval.py replan_steps; default half the action horizon); TAG=x names the
+# result dirs runs/eval/<run>_<seed>_x, so that two settings of one run and seed set can run side by side.
 # Each spec is task:run:gpu (the run's newest checkpoint in runs/<run>). Each evaluation writes runs/eval/<run>_<seed>/
 # (summary.json, episodes.json, ...), its log next to it and a .done or .failed marker. DETACH=1 starts them in their
 # own process session, which outlives the call while the machine stays warm; WAIT=N (with no specs) then waits up to
@@ -35,7 +36,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one thread per env worker: 50+ wor
 for spec in "$@"; do
   IFS=: read -r task run gpu <<< "$spec"
   ( for seed in ${SEEDS:-100000}; do
-      dir=runs/eval/${run}_$seed
+      dir=runs/eval/${run}_$seed${TAG:+_$TAG}
       CUDA_VISIBLE_DEVICES=$gpu python3 eval.py task="$task" task.image_size="${SIZE:-128}" checkpoint="runs/$run" \
         num_episodes="${EPISODES:-100}" num_envs="${ENVS:-14}" seed="$seed" device=cuda compile="${COMPILE:-true}" \
         videos="${VIDEOS:-0}" replan_steps="${REPLAN:-null}" progress=false \

@@ -70,7 +70,8 @@ def drop_idle_frames(episodes: list[Episode], idle_action_max: float) -> list[Ep
     state counts the wait. From such a still state the demos' next chunk is "the rest of a wait of unknown length,
     then the lift"; a policy that executes only part of the chunk it samples can end up still again, and repeat. In
     session 14 a PickCube policy executing 8 of its 16 predicted actions succeeded in 2 of 20 episodes and, executing
-    all 16, in 10 (same checkpoint and seeds). OpenVLA left the no-op actions out of its LIBERO demos for this reason."""
+    all 16, in 10 (same checkpoint and seeds; GPU and CPU evaluation). OpenVLA left the no-op actions out of its
+    LIBERO demos for this reason."""
     out, dropped, total = [], 0, 0
     for ep in episodes:
         steps = np.flatnonzero(~idle_frames(ep.actions, idle_action_max))
