@@ -66,7 +66,7 @@ def idle_frames(actions: np.ndarray, idle_action_max: float) -> np.ndarray:
 def drop_idle_frames(episodes: list[Episode], idle_action_max: float) -> list[Episode]:
     """Leave out the frames in which the demo holds still (`idle_frames`); images follow through Episode.steps.
 
-    ManiSkill's PickCube motion planner holds the arm still for 7-9 steps after closing the gripper, and nothing in the
+    ManiSkill's PickCube motion planner holds the arm still for 8-9 steps after closing the gripper, and nothing in the
     state counts the wait. From such a still state the demos' next chunk is "the rest of a wait of unknown length,
     then the lift"; a policy that executes only part of the chunk it samples can end up still again, and repeat. In
     session 14 a PickCube policy executing 8 of its 16 predicted actions succeeded in 2 of 20 episodes and, executing
