@@ -4,10 +4,10 @@ With every width shrunk to 32 the arithmetic is negligible, so what is left is w
 (Python, autograd, FSDP2 hooks, DTensor dispatch): the floor a launch-bound GPU step cannot go below. It runs on
 the CPU, with train.py's own model building (FSDP2 on one rank), optimizer, clipping and EMA.
 
-  python bench/step_overhead.py [--model pi05_small] [--steps 20] [--local-optimizer]
+  python bench/step_overhead.py [--model pi05_small] [--steps 20] [--dtensor-optimizer]
 
---local-optimizer steps AdamW on the shards' local tensors instead of the DTensor parameters (a what-if: AdamW is
-elementwise, so the result is the same, without DTensor's per-op dispatch).
+The optimizer and clipping are train.py's (vla/train/optim.py: on the shards' local tensors). --dtensor-optimizer uses
+torch's AdamW and clip_grad_norm_ on the DTensor parameters instead (what train.py did before session 15).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from vla.data.transforms import collate
 from vla.models import CONF_DIR
 from vla.models.config import register_configs as register_model
 from vla.train.config import register_configs as register_train
-from vla.train.ema import EMA, _local
+from vla.train.ema import EMA
 from vla.train.loop import build_model, init_distributed
+from vla.train.optim import ShardedAdamW, clip_grad_norm_
 
 TINY = {"vlm": dict(width=32, mlp_dim=32, num_heads=2, head_dim=16),
         "expert": dict(width=32, mlp_dim=32, num_heads=2, head_dim=16),
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--model", default="pi05_small")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--local-optimizer", action="store_true")
+    ap.add_argument("--dtensor-optimizer", action="store_true")
     args = ap.parse_args()
     register_data(), register_model(), register_train()
     tiny = [f"model.{group}.{k}={v}" for group, kv in TINY.items() for k, v in kv.items()]
@@ -47,11 +48,10 @@ def main() -> None:
         cfg = OmegaConf.to_object(compose("train", overrides=[f"model={args.model}", "task=pushcube", "hardware=cpu",
                                                                "run_name=bench"] + tiny))
     torch.set_num_threads(1)
-    _, _, device = init_distributed(cfg)
+    device = init_distributed(cfg)[2]
     policy, _ = build_model(cfg, init_device_mesh("cpu", (1,)), device, 0)
     params = [p for p in policy.parameters() if p.requires_grad]
-    locals_ = [_local(p).detach() for p in params]
-    opt = torch.optim.AdamW(locals_ if args.local_optimizer else params, lr=1e-4, foreach=True)
+    opt = (torch.optim.AdamW if args.dtensor_optimizer else ShardedAdamW)(params, lr=1e-4, foreach=True)
     ema = EMA(policy, 0.999)
     data = SyntheticDataset(cfg.model, args.batch, ["base_0_rgb"], 30, seed=0)
     batch = collate([data[i] for i in range(args.batch)])
@@ -64,15 +64,13 @@ def main() -> None:
         t.append(time.perf_counter())
         loss.backward()
         t.append(time.perf_counter())
-        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        if args.dtensor_optimizer:
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True).full_tensor()
+        else:
+            clip_grad_norm_(params, 1.0)
         t.append(time.perf_counter())
-        if args.local_optimizer:
-            for local, p in zip(locals_, params):
-                local.grad = _local(p.grad)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        for p in params:
-            p.grad = None
         t.append(time.perf_counter())
         ema.update()
         t.append(time.perf_counter())
@@ -87,7 +85,7 @@ def main() -> None:
         if it >= warmup:
             vision += (time.perf_counter() - t0) * 1000 / args.steps
     print(f"{args.model} structure at width 32, batch {args.batch}, "
-          f"{'local-tensor' if args.local_optimizer else 'DTensor'} AdamW: "
+          f"{'DTensor' if args.dtensor_optimizer else 'local-shard'} AdamW and clipping: "
           + ", ".join(f"{k} {v:.1f} ms" for k, v in phases.items()) + f"; total {sum(phases.values()):.1f} ms")
     print(f"of which the vision tower (forward + backward, eager transformers SigLIP): {vision:.1f} ms")
 

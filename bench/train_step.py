@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -168,6 +169,25 @@ def main() -> None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), local)
     if args.profile and args.steps // 2 < PROFILED_STEPS + 2:
         ap.error(f"--profile needs --steps >= {2 * (PROFILED_STEPS + 2)}: the profiled steps precede the timed half")
+    if "RANK" in os.environ:  # one process group for every setting: train() joins it and leaves it up
+        if args.hardware != "cpu":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group("nccl", device_id=torch.device("cuda", torch.cuda.current_device()))
+        else:
+            dist.init_process_group("gloo")
+    try:
+        rows = run_all(args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if RANK != 0:
+        return
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+    print_table(rows)
+
+
+def run_all(args) -> list[dict]:
     rows = []
     for comp in args.compile:
         for ac in args.ac:
@@ -177,10 +197,10 @@ def main() -> None:
                 rows.append(row)
                 if RANK == 0:
                     print(json.dumps(row), flush=True)
-    if RANK != 0:
-        return
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
     print("\n| GPUs | batch per GPU | act. ckpt | compile | EMA | samples/s | step (s) | TFLOP/s per GPU | MFU | "
           "peak mem (GiB) | device used (GiB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

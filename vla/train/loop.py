@@ -34,6 +34,7 @@ from vla.train.checkpoint import checkpoint_steps, load_checkpoint, save_checkpo
 from vla.train.config import TrainConfig
 from vla.train.ema import EMA
 from vla.train.metrics import MetricsLogger
+from vla.train.optim import ShardedAdamW, clip_grad_norm_
 from vla.train.parallel import parallelize
 from vla.train.schedule import learning_rate
 
@@ -80,8 +81,11 @@ def batch_layout(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
     return micro, cfg.batch_size // (micro * world_size)
 
 
-def init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
-    """Join the process group started by torchrun / train.py's launcher, or form a group of one."""
+def init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device, bool]:
+    """Join the process group started by torchrun / train.py's launcher, or form a group of one. The last value says
+    whether this call created the group (and so `train` destroys it); a caller that runs several trainings in one
+    process (bench/train_step.py) creates it once, since re-creating the default group under torchrun can read the
+    previous group's rendezvous keys (seen as "Gloo connectFullMesh failed" / a rank exiting on the second setting)."""
     hw = cfg.hardware
     if "RANK" in os.environ:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -95,14 +99,15 @@ def init_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         if "RANK" in os.environ:
             # 30 min: the other ranks wait at a barrier while rank 0 writes the consolidated weights (2 x 13 GB)
             dist.init_process_group(hw.backend, device_id=device if hw.device == "cuda" else None,
                                     timeout=timedelta(minutes=30))
         else:
             dist.init_process_group(hw.backend, store=dist.HashStore(), rank=0, world_size=1)
-    return rank, world, device
+    return rank, world, device, created
 
 
 def initial_weights(cfg: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
@@ -151,12 +156,13 @@ def peak_memory_gb(device: torch.device) -> float:
 
 def train(cfg: TrainConfig, run_dir: str | Path) -> dict:
     """Run (or resume) training in `run_dir`; returns the last logged metrics (rank 0)."""
-    rank, world, device = init_distributed(cfg)
+    rank, world, device, created = init_distributed(cfg)
     try:
         with StopRequest() as stop:
             return _train(cfg, Path(run_dir), rank, world, device, stop)
     finally:
-        dist.destroy_process_group()
+        if created:
+            dist.destroy_process_group()
 
 
 def check_config(cfg: TrainConfig, run_dir: Path) -> None:
@@ -215,7 +221,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     oc = cfg.optim
     # fused on GPU: one kernel, no full-size temporaries (foreach's sqrt/div lists would add ~1x the params)
     fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(
+    optimizer = ShardedAdamW(
         trainable, lr=learning_rate(0, oc), betas=tuple(oc.betas), eps=oc.eps, weight_decay=oc.weight_decay,
         fused=fused, foreach=not fused,
     )
@@ -303,8 +309,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                 (loss / accum).backward()
             step_loss += loss.detach() / accum
         with record_function("clip_grad_norm"):
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, oc.clip_grad_norm, foreach=True)
-            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            grad_norm = clip_grad_norm_(trainable, oc.clip_grad_norm)
         with record_function("optimizer"):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
