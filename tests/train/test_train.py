@@ -14,6 +14,7 @@ import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 from torch.distributed.device_mesh import init_device_mesh
 
 from tests.models.helpers import randomized_policy
@@ -155,6 +156,28 @@ def test_compiled_vision_layers_train_as_eager(datasets, tmp_path):
     assert compiled["train/param_norm"] == pytest.approx(eager["train/param_norm"], rel=1e-6)
     torch.testing.assert_close(torch.tensor(losses(tmp_path / "compiled")), torch.tensor(losses(tmp_path / "eager")),
                                rtol=1e-5, atol=0)
+
+
+def test_activation_checkpointing_trains_as_without(datasets, tmp_path):
+    """hardware.activation_checkpointing (the one-GPU configs' setting) recomputes each joint layer (an FSDP unit) and
+    each SigLIP layer (transformers' own checkpointing) in the backward: the same losses and weights (fp32 on the CPU)
+    over steps that move the weights."""
+    base = FAST + data_overrides(datasets["pickcube"]) + ["num_steps=3", "save_interval=null"]
+    cfg = compose_train(base + ["hardware.activation_checkpointing=true"])
+    with torch.device("meta"):
+        policy = build_policy(cfg.model)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        parallelize(policy, cfg.hardware, init_device_mesh("cpu", (1,)))
+    finally:
+        dist.destroy_process_group()
+    assert all(isinstance(layer, CheckpointWrapper) for layer in policy.transformer.layers)
+    assert policy.image_encoder.tower.is_gradient_checkpointing
+    plain = train(compose_train(base), tmp_path / "plain")
+    recomputed = train(cfg, tmp_path / "ac")
+    assert recomputed["train/param_norm"] == pytest.approx(plain["train/param_norm"], rel=1e-6)
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "ac")), torch.tensor(losses(tmp_path / "plain")),
+                               rtol=1e-6, atol=0)
 
 
 def test_tensorboard_scalars_and_checkpoint_contents(datasets, tasks, tmp_path):
