@@ -5,7 +5,8 @@ Under FSDP2 every parameter, gradient and AdamW moment is a DTensor sharded on d
 For the 3B model's ~800 tensors that was 43 ms of host time in AdamW's step and 33 ms in the clipping per step (2 x H200,
 batch 16 per GPU, no recomputation: GPU time 13.5 and 5.7 ms), during which the GPU, done with the backward, mostly
 waited. Both are elementwise over the shards apart from one sum, so they run here on each DTensor's local tensor
-(`to_local()` under no_grad: a view, ~0.4 us) with the same kernels and formulas.
+(`to_local()` under no_grad: a view, ~0.4 us) with the same kernels and formulas: 5.6 and 10 ms of host time, and a
+3-7% shorter step at batch 22 per GPU (docs/benchmarks.md, session 15).
 """
 
 from __future__ import annotations
