@@ -4,13 +4,8 @@ every optimizer step with ema = decay * ema + (1 - decay) * param, kept in fp32 
 from __future__ import annotations
 
 import torch
-from torch.distributed.tensor import DTensor
 
-from vla.train.parallel import clean_name
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if isinstance(t, DTensor) else t
+from vla.train.parallel import clean_name, local_shard
 
 
 class EMA:
@@ -25,7 +20,7 @@ class EMA:
         # to_local() under no_grad is a view of the shard (~0.4 us a tensor); DTensor.detach() went through DTensor's
         # dispatch (~20 us a tensor: ~16 ms of host time per step for the 3B model's ~800 tensors)
         torch._foreach_lerp_(
-            [_local(self.shadow[n]) for n in names], [_local(self.params[n]) for n in names], 1.0 - self.decay
+            [local_shard(self.shadow[n]) for n in names], [local_shard(self.params[n]) for n in names], 1.0 - self.decay
         )
 
     def state_dict(self) -> dict[str, torch.Tensor]:

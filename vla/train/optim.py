@@ -2,11 +2,11 @@
 
 Under FSDP2 every parameter, gradient and AdamW moment is a DTensor sharded on dim 0. torch's AdamW and
 `clip_grad_norm_` hand their lists of DTensors to foreach/fused kernels, and DTensor dispatches those tensor by tensor.
-For the 3B model's ~800 tensors that was 43 ms of host time in AdamW's step and 33 ms in the clipping per step (2 x H200,
-batch 16 per GPU, no recomputation: GPU time 13.5 and 5.7 ms), during which the GPU, done with the backward, mostly
-waited. Both are elementwise over the shards apart from one sum, so they run here on each DTensor's local tensor
-(`to_local()` under no_grad: a view, ~0.4 us) with the same kernels and formulas: 5.6 and 10 ms of host time, and a
-3-7% shorter step at batch 22 per GPU (docs/benchmarks.md, session 15).
+For the 3B model's ~800 tensors that was 43 ms of host time in AdamW's step and 33 ms in the clipping per step
+(2 x H200, batch 16 per GPU, no recomputation: GPU time 13.5 and 5.7 ms), during which the GPU, done with the
+backward, mostly waited. Both are elementwise over the shards apart from one sum, so they run here on each DTensor's
+local tensor (`local_shard`) with the same kernels and formulas: 5.6 and 10 ms of host time, and a 3-7% shorter step
+at batch 22 per GPU (docs/benchmarks.md, session 15).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Shard
 from torch.optim.adamw import adamw
 
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if isinstance(t, DTensor) else t
+from vla.train.parallel import local_shard
 
 
 class ShardedAdamW(torch.optim.AdamW):
@@ -53,8 +51,8 @@ class ShardedAdamW(torch.optim.AdamW):
             states = [self._state(p, group) for p in params]
             beta1, beta2 = group["betas"]
             adamw(
-                [_local(p) for p in params], [_local(p.grad) for p in params],
-                [_local(s["exp_avg"]) for s in states], [_local(s["exp_avg_sq"]) for s in states], [],
+                [local_shard(p) for p in params], [local_shard(p.grad) for p in params],
+                [local_shard(s["exp_avg"]) for s in states], [local_shard(s["exp_avg_sq"]) for s in states], [],
                 [s["step"] for s in states],  # plain scalar tensors, one per parameter
                 foreach=group["foreach"], capturable=group["capturable"], differentiable=False, fused=group["fused"],
                 amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
@@ -75,7 +73,7 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
     if not grads:
         return torch.zeros(())
     sharded = [g for g in grads if isinstance(g, DTensor)]
-    local = [_local(g) for g in grads]
+    local = [local_shard(g) for g in grads]
     norm = torch.nn.utils.get_total_norm(local, 2.0, foreach=True)
     if sharded:
         mesh = sharded[0].device_mesh

@@ -6,6 +6,7 @@ import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.distributed.tensor import DTensor
 
 from vla.models.pi0 import Pi0Policy
 from vla.train.config import HardwareConfig
@@ -56,3 +57,9 @@ def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0P
 def clean_name(name: str) -> str:
     """Parameter name without the wrappers' prefixes (activation checkpointing, compile)."""
     return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+
+
+def local_shard(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (under no_grad a view, ~0.4 us; DTensor's own ops dispatch at ~20 us a tensor),
+    or the tensor itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
