@@ -137,11 +137,9 @@ def test_sigterm_saves_the_current_step_and_resumes(datasets, tmp_path):
     assert checkpoint_steps(run_dir)[-1] == steps[0] + 2
 
 
-def test_compiled_vision_layers_train_as_eager(datasets, tmp_path):
-    """hardware.compile_vision compiles each SigLIP encoder layer in place: same parameter names, and the same losses
-    as eager (fp32 on the CPU) over steps that move the weights."""
-    base = FAST + data_overrides(datasets["pickcube"]) + ["num_steps=3", "save_interval=null"]
-    cfg = compose_train(base + ["hardware.compile_vision=true"])
+def parallelized_on_meta(cfg: TrainConfig):
+    """The policy of `cfg`, built on the meta device and wrapped by `parallelize` on a one-rank gloo group: what the
+    hardware settings did to its modules, without allocating or training it."""
     with torch.device("meta"):
         policy = build_policy(cfg.model)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -149,6 +147,15 @@ def test_compiled_vision_layers_train_as_eager(datasets, tmp_path):
         parallelize(policy, cfg.hardware, init_device_mesh("cpu", (1,)))
     finally:
         dist.destroy_process_group()
+    return policy
+
+
+def test_compiled_vision_layers_train_as_eager(datasets, tmp_path):
+    """hardware.compile_vision compiles each SigLIP encoder layer in place: same parameter names, and the same losses
+    as eager (fp32 on the CPU) over steps that move the weights."""
+    base = FAST + data_overrides(datasets["pickcube"]) + ["num_steps=3", "save_interval=null"]
+    cfg = compose_train(base + ["hardware.compile_vision=true"])
+    policy = parallelized_on_meta(cfg)
     vision_layers = policy.image_encoder.encoder_layers
     assert all(layer._compiled_call_impl is not None for layer in vision_layers)
     eager = train(compose_train(base), tmp_path / "eager")
@@ -164,13 +171,7 @@ def test_activation_checkpointing_trains_as_without(datasets, tmp_path):
     over steps that move the weights."""
     base = FAST + data_overrides(datasets["pickcube"]) + ["num_steps=3", "save_interval=null"]
     cfg = compose_train(base + ["hardware.activation_checkpointing=true"])
-    with torch.device("meta"):
-        policy = build_policy(cfg.model)
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
-        parallelize(policy, cfg.hardware, init_device_mesh("cpu", (1,)))
-    finally:
-        dist.destroy_process_group()
+    policy = parallelized_on_meta(cfg)
     assert all(isinstance(layer, CheckpointWrapper) for layer in policy.transformer.layers)
     assert policy.image_encoder.tower.is_gradient_checkpointing
     plain = train(compose_train(base), tmp_path / "plain")
