@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from vla.models.config import DTYPES
+
 SIDECARS = ("config.yaml", "norm_stats.json", "tokenizer.model")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def pack(checkpoint: Path, out: Path, dtype: str, shard_mib: float) -> list[Path]:

@@ -13,9 +13,8 @@ from omegaconf import OmegaConf
 
 from vla.data.transforms import ModelTransform, collate, move_to
 from vla.models import build_policy, load_policy_config
-from vla.models.config import PolicyConfig
+from vla.models.config import DTYPES, PolicyConfig
 from vla.models.weights import find_weights, load_pretrained
-from vla.train.parallel import DTYPES
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,9 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
+from vla.models.config import DTYPES
 from vla.models.pi0 import Pi0Policy
 from vla.train.config import HardwareConfig
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0Policy:
@@ -29,8 +28,8 @@ def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0P
     The root keeps its inputs as given (`cast_forward_inputs=False`): the flow-matching targets and noise are built
     in fp32 from the batch, and cast where they enter a bf16 layer.
     """
-    if hw.precision not in DTYPES:
-        raise ValueError(f"hardware.precision: expected one of {sorted(DTYPES)}, found {hw.precision!r}")
+    if hw.precision not in ("fp32", "bf16"):
+        raise ValueError(f"hardware.precision: expected fp32 or bf16, found {hw.precision!r}")
     layers = policy.transformer.layers
     if hw.activation_checkpointing:
         for i, layer in enumerate(layers):
