@@ -1,9 +1,10 @@
-"""Success rates in ManiSkill3: `python eval.py task=pickcube checkpoint=<dir> [num_episodes=50] [key=value ...]`.
+"""Success rates in ManiSkill3: `python eval.py checkpoint=<run or checkpoint dir> [eval.num_episodes=...] [key=value]`.
 
-Episode i resets the env with seed + i (reconfigured), the policy predicts a chunk and `replan_steps` of it are
-executed before it predicts again, for max_episode_steps steps (terminations ignored: ManiSkill's protocol).
+A training run's recorded recipe (task, model, evaluation protocol) is used unless the command line changes it.
+Episode i resets the env with eval.seed + i (reconfigured), the policy predicts a chunk and eval.replan_steps of it
+are executed before it predicts again, for max_episode_steps steps (terminations ignored: ManiSkill's protocol).
 Writes episodes.json, summary.json/.md and success.png (+ videos/ with videos=N) into the run directory;
-`-m task=a,b,...` evaluates several tasks and writes the combined report.md/.png into the sweep directory.
+`-m checkpoint=a,b,...` evaluates several and writes the combined report.md/.png into the sweep directory.
 """
 
 import logging
@@ -11,27 +12,28 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
-from vla.data.config import register_configs as register_data_configs
-from vla.eval.config import EvalConfig, register_configs
+from vla.configs import ConfigError, EvalConfig, check_overrides, to_object, with_recorded_recipe
 from vla.eval.envs import EnvError
 from vla.eval.evaluate import evaluate
-from vla.models.config import register_configs as register_model_configs
+from vla.eval.policy import resolve_checkpoint
 from vla.models.weights import CheckpointError
 
-register_data_configs()
-register_model_configs()
-register_configs()
 log = logging.getLogger("eval")
 
 
-@hydra.main(config_path="conf", config_name="eval", version_base="1.3")
-def main(cfg: EvalConfig) -> float:
-    cfg = OmegaConf.to_object(cfg)
+@hydra.main(config_path="pkg://vla.conf", config_name="eval", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    overrides = HydraConfig.get().overrides.task
     try:
+        check_overrides(EvalConfig, overrides, "eval.py")
+        if cfg.checkpoint is not None and (resolve_checkpoint(cfg.checkpoint) / "config.yaml").is_file():
+            recorded = resolve_checkpoint(cfg.checkpoint) / "config.yaml"
+            cfg = with_recorded_recipe(cfg, recorded, overrides, cfg.allow_other_task)
+        cfg = to_object(cfg)  # typed dataclasses from here on; bad values fail here
         summary = evaluate(cfg, HydraConfig.get().runtime.output_dir)
-    except (FileNotFoundError, CheckpointError, EnvError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointError, EnvError, ValueError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     return summary["success_once"]

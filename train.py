@@ -1,7 +1,8 @@
-"""Supervised fine-tuning of Pi0.5 / Pi0: `python train.py task=pickcube [model=...] [hardware=...] [key=value ...]`.
+"""Supervised fine-tuning of Pi0.5 / Pi0: `python train.py [+experiment=<recipe>] [task=...] [model=...] [key=value ...]`.
 
-Composes conf/train.yaml with the `task`, `model`, `optim` and `hardware` groups; `-m task=a,b` sweeps (one run
-directory each). Runs in the run directory: TensorBoard events, metrics.jsonl, config.yaml, checkpoints/<step>/.
+Composes conf/train.yaml with the `task`, `model`, `optim` and `hardware` groups (and a recipe from conf/experiment);
+`-m +experiment=a,b` sweeps (one run directory each). Writes into the run directory: TensorBoard events,
+metrics.jsonl, config.yaml (the whole recipe, read back by eval.py), checkpoints/<step>/.
 """
 
 import logging
@@ -9,30 +10,24 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf
 
-from vla.data.config import register_configs as register_data_configs
-from vla.models.config import register_configs as register_model_configs
-from vla.train.config import TrainConfig, register_configs
+from vla.configs import ConfigError, TrainConfig, to_object
 from vla.train.launch import launch
 from vla.train.loop import TrainingError, TrainingStopped
 
-register_data_configs()
-register_model_configs()
-register_configs()
 log = logging.getLogger("train")
 
 
-@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+@hydra.main(config_path="pkg://vla.conf", config_name="train", version_base="1.3")
 def main(cfg: TrainConfig) -> float | None:
-    cfg = OmegaConf.to_object(cfg)  # typed dataclasses from here on
     run_dir = HydraConfig.get().runtime.output_dir
     try:
+        cfg = to_object(cfg)  # typed dataclasses from here on; bad values fail here
         last = launch(cfg, run_dir)
     except TrainingStopped as e:  # SIGTERM: the run saved its last step; 143 = 128 + SIGTERM, as if killed by it
         print(f"train.py: {e}", file=sys.stderr)
         sys.exit(143)
-    except (FileNotFoundError, ValueError, TrainingError) as e:  # bad input or a stopped run: one line, no traceback
+    except (ConfigError, FileNotFoundError, ValueError, TrainingError) as e:  # bad input or a stopped run: one line
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     log.info("done: %s", ", ".join(f"{k}={v:.4g}" for k, v in (last or {}).items()))

@@ -1,6 +1,6 @@
-"""Typed schemas of the `task` config group (conf/task/*.yaml) and of convert.yaml, registered with Hydra's ConfigStore
-so that a typo in an override fails at composition. Numbers live in the yaml files; the defaults here are only the
-values every ManiSkill task shares."""
+"""Typed schemas of the `task` config group (conf/task/*.yaml) and of the recipe's `data` part (registered with Hydra
+by vla.configs, so that a typo in an override fails at composition). The defaults here are the values every ManiSkill
+task shares, so a task file states only what differs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from vla.models.config import PolicyConfig
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
 
 
 @dataclass
@@ -26,7 +29,14 @@ class DemoConfig:
     #   python -m mani_skill.trajectory.replay_trajectory --traj-path <env_id>.planned.h5 -o rgb -c pd_ee_delta_pose
     #       -b physx_cpu --save-traj -n <processes>
     replay: bool = True
-    out_dir: str = MISSING  # where the merged <env_id>.rgb.<control_mode>.<backend>.h5/.json (or .planned) is written
+    # where the merged <env_id>.rgb.<control_mode>.<backend>.h5/.json (or .planned.h5) is written
+    out_dir: str = "data/demos/${..name}"
+
+    def __post_init__(self) -> None:
+        _check(self.num_demos >= 1, f"task.demos.num_demos={self.num_demos}: must be at least 1")
+        _check(self.num_workers >= 1, f"task.demos.num_workers={self.num_workers}: must be at least 1")
+        _check(self.max_attempts >= self.num_demos,
+               f"task.demos.max_attempts={self.max_attempts}: must be >= task.demos.num_demos={self.num_demos}")
 
 
 @dataclass
@@ -54,10 +64,17 @@ class TaskConfig:
     # Two actors of the scene (names in env.get_state_dict()['actors']) whose distance eval records per episode, at the
     # start, closest and final (m): how near a failed episode came. PickCube: [cube, goal_site], placed within 0.025
     goal_distance: list[str] = field(default_factory=list)
-    repo_id: str = MISSING  # LeRobot repo id written into the dataset (never pushed)
-    dataset_root: str = MISSING  # LeRobot dataset directory
-    norm_stats: str = MISSING  # norm_stats.json path (next to the dataset)
+    repo_id: str = "vla/maniskill_${.name}"  # LeRobot repo id written into the dataset (never pushed)
+    dataset_root: str = "data/maniskill_${.name}"  # LeRobot dataset directory
+    norm_stats: str = "${.dataset_root}/norm_stats.json"  # next to the dataset
     demos: DemoConfig = field(default_factory=DemoConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.image_size >= 1, f"task.image_size={self.image_size}: must be positive")
+        _check(self.control_freq >= 1, f"task.control_freq={self.control_freq}: must be positive")
+        _check(self.max_episode_steps >= 1, f"task.max_episode_steps={self.max_episode_steps}: must be positive")
+        _check(self.qpos_dim >= 1, f"task.state_dim={self.state_dim}: must exceed the state_extra dims "
+               f"({sum(self.state_extra.values())}: {dict(self.state_extra)})")
 
     @property
     def qpos_dim(self) -> int:
@@ -70,51 +87,20 @@ class TaskConfig:
 
 
 @dataclass
-class ConvertConfig:
-    task: TaskConfig = MISSING
-    model: PolicyConfig = MISSING  # only action_horizon is used: the action stats run over H-step chunks (openpi)
-    input: str = "generate"  # a ManiSkill .h5 file, a directory of them, or "generate" (motion planning + replay first)
-    output: str = MISSING  # dataset directory; must not exist unless overwrite
-    overwrite: bool = False
+class DataConfig:
+    """How recorded demos become the training dataset (convert.py): part of the recipe, so a run records it."""
+
     use_videos: bool = False  # False: PNG frames in parquet (exact pixels); True: AV1 mp4 (~10x smaller, lossy)
-    # >1: write that many shards in parallel processes and merge them (lerobot's aggregate_datasets); the same dataset
-    num_workers: int = 1
-    # P20 normalizes without clipping: a frame whose state or action normalizes beyond this (e.g. a dimension constant
-    # but for one frame, so q01 = q99) stops the conversion with its file, episode and frame named...
+    # Normalization has no clipping (openpi's Normalize): a frame whose state or action normalizes beyond this (e.g. a
+    # dimension constant but for one frame, so q01 = q99) stops the conversion with its file, episode and frame named...
     max_normalized: float = 100.0
     # ...or, if true, every episode holding such a frame is left out (logged) and the stats computed without them
     drop_outliers: bool = False
     # null: every recorded frame; a number: leave out the frames in which the demo holds still (every arm action dim
-    # within +-this, gripper command unchanged): planner pauses a policy cannot time from its state (convert.py)
+    # within +-this, gripper command unchanged): planner pauses a policy cannot time from its state (vla.data.convert)
     idle_action_max: float | None = None
 
-
-def register_configs() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(group="task", name="task_schema", node=TaskConfig)
-    cs.store(name="convert_schema", node=ConvertConfig)
-
-
-def load_task_config(name: str, **overrides) -> TaskConfig:
-    """conf/task/<name>.yaml outside Hydra (scripts, tests): merged into the schema, plus overrides."""
-    from omegaconf import OmegaConf
-
-    from vla.models import CONF_DIR
-
-    path = CONF_DIR / "task" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ValueError(f"unknown task {name!r}: no {path} (known: {', '.join(known)})")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig), task_yaml(path), overrides))
-
-
-def task_yaml(path):
-    """A task file merged over the task files its defaults list names (as Hydra composes the group: a variant like
-    pickcube_wristcam.yaml starts from pickcube.yaml); task_schema and _self_ are the schema and the file itself."""
-    from omegaconf import OmegaConf
-
-    raw = OmegaConf.load(path)
-    bases = [d for d in raw.pop("defaults", []) if isinstance(d, str) and d not in ("task_schema", "_self_")]
-    return OmegaConf.merge(*(task_yaml(path.parent / f"{name}.yaml") for name in bases), raw)
+    def __post_init__(self) -> None:
+        _check(self.max_normalized > 0, f"data.max_normalized={self.max_normalized}: must be positive")
+        _check(self.idle_action_max is None or self.idle_action_max >= 0,
+               f"data.idle_action_max={self.idle_action_max}: must be >= 0, or null to keep every frame")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vla.data.config import ConvertConfig
 from vla.data.lerobot import WriteReport, write_dataset
 from vla.data.maniskill import DataError, Episode, generate_demos, read_episodes
 from vla.data.norm_stats import compute_norm_stats
 from vla.data.transforms import Normalizer
+
+if TYPE_CHECKING:
+    from vla.configs import ConvertConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,9 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
     task = cfg.task
     output = Path(cfg.output)
     plan_only = cfg.input == "generate" and not task.demos.replay
+    if cfg.input != "generate" and not Path(cfg.input).exists():
+        raise FileNotFoundError(f"input={cfg.input}: no such file or directory (a ManiSkill .h5, a directory of them, "
+                                "or input=generate)")
     if output.exists() and not cfg.overwrite and not plan_only:  # fail before spending minutes on demo generation
         raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
     if cfg.input == "generate":
@@ -40,14 +46,14 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
     else:
         input_path = Path(cfg.input)
     episodes = read_episodes(input_path, task)
-    if cfg.idle_action_max is not None:
-        episodes = drop_idle_frames(episodes, cfg.idle_action_max)
+    if cfg.data.idle_action_max is not None:
+        episodes = drop_idle_frames(episodes, cfg.data.idle_action_max)
     episodes = check_normalizable(episodes, cfg)
-    report = write_dataset(episodes, output, task, cfg.model.action_horizon, cfg.use_videos, cfg.overwrite,
+    report = write_dataset(episodes, output, task, cfg.model.action_horizon, cfg.data.use_videos, cfg.overwrite,
                            cfg.num_workers)
     log.info(
         "converted %d episodes / %d frames of %s into %s (%s): %.1f MB in %.1f s; norm stats (H=%d) in %s",
-        report.episodes, report.frames, input_path, report.root, "videos" if cfg.use_videos else "images",
+        report.episodes, report.frames, input_path, report.root, "videos" if cfg.data.use_videos else "images",
         report.bytes / 1e6, report.seconds, cfg.model.action_horizon, report.root / "norm_stats.json",
     )
     return report
@@ -88,7 +94,7 @@ def drop_idle_frames(episodes: list[Episode], idle_action_max: float) -> list[Ep
 
 
 def check_normalizable(episodes: list[Episode], cfg: ConvertConfig) -> list[Episode]:
-    """Refuse (or, with drop_outliers, leave out) episodes with a frame that normalizes beyond cfg.max_normalized.
+    """Refuse (or, with drop_outliers, leave out) episodes with a frame that normalizes beyond cfg.data.max_normalized.
 
     P20 normalizes without clipping, so a dimension that is constant but for a few frames (q01 = q99) turns those
     frames into targets of ~1e5: ManiSkill's replay of 798 PushCube plans gave two such gripper actions (2e6), and a
@@ -103,20 +109,20 @@ def check_normalizable(episodes: list[Episode], cfg: ConvertConfig) -> list[Epis
             for i, ep in enumerate(kept):
                 z = np.abs(norm.normalize(getattr(ep, key)))
                 t, d = np.unravel_index(np.argmax(z), z.shape)
-                if z[t, d] > cfg.max_normalized and i not in bad:
+                if z[t, d] > cfg.data.max_normalized and i not in bad:
                     bad[i] = (key, float(z[t, d]), int(t), int(d))
         if not bad:
             break
         i, (key, z, t, d) = next(iter(bad.items()))
         ep, s = kept[i], stats[key]
-        if not cfg.drop_outliers:
+        if not cfg.data.drop_outliers:
             raise DataError(
                 f"{ep.path}: {ep.traj}: {key}[{t}, {d}] = {getattr(ep, key)[t, d]:.4g} normalizes to {z:.3g} "
-                f"(max_normalized={cfg.max_normalized:g}; over all episodes q01={s['q01'][d]:.4g}, "
+                f"(max_normalized={cfg.data.max_normalized:g}; over all episodes q01={s['q01'][d]:.4g}, "
                 f"q99={s['q99'][d]:.4g}, std={s['std'][d]:.3g}); {len(bad)} of {len(kept)} episodes have such frames: "
-                "pass drop_outliers=true to leave them out")
+                "pass data.drop_outliers=true to leave them out")
         log.warning("left out %d of %d episodes with frames normalizing beyond %g: %s", len(bad), len(kept),
-                    cfg.max_normalized, ", ".join(f"{kept[j].path.name}:{kept[j].traj} {k}[{tt}, {dd}]"
+                    cfg.data.max_normalized, ", ".join(f"{kept[j].path.name}:{kept[j].traj} {k}[{tt}, {dd}]"
                                                   for j, (k, _, tt, dd) in bad.items()))
         kept = [e for j, e in enumerate(kept) if j not in bad]
         if not kept:

@@ -112,11 +112,9 @@ def train_tiny_tokenizer(out_path: str | Path, prompts: list[str], vocab_size: i
 def task_prompts() -> list[str]:
     """The distinct prompts of the task configs (conf/task/*.yaml), in file-name order. A variant that takes its
     prompt from the task it extends (pickcube_wristcam.yaml) adds nothing, so the tiny tokenizer stays the same."""
-    from vla.data.config import task_yaml
-    from vla.models import CONF_DIR
+    from vla.configs import group_options, load_group  # the config system sits above the data code
 
-    prompts = (str(task_yaml(p).prompt) for p in sorted((CONF_DIR / "task").glob("*.yaml")))
-    return list(dict.fromkeys(prompts))
+    return list(dict.fromkeys(load_group("task", name).prompt for name in group_options("task")))
 
 
 def resolve_tokenizer(path: str | Path | None, cache_dir: str | Path | None = None) -> Path:

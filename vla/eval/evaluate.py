@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from vla.eval.config import EvalConfig
+from vla.configs import EvalConfig
 from vla.eval.policy import Policy
 from vla.eval.report import write_results
 from vla.eval.rollout import run_episodes
@@ -17,25 +17,27 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     task = cfg.task
-    if cfg.num_episodes < 1:
-        raise ValueError(f"num_episodes={cfg.num_episodes}: evaluate at least one episode")
+    protocol = cfg.eval
     policy = Policy.load(
         cfg.checkpoint, cfg.model, cfg.norm_stats or task.norm_stats, task.action_dim, cfg.device, cfg.precision,
-        cfg.num_denoise_steps, cfg.compile,
+        protocol.num_denoise_steps, cfg.compile,
     )
     H = policy.cfg.action_horizon
-    replan = cfg.replan_steps or max(1, H // 2)
-    max_steps = cfg.max_episode_steps or task.max_episode_steps
+    replan = protocol.replan_steps or max(1, H // 2)
+    if replan > H:
+        raise ValueError(f"eval.replan_steps={replan}: the policy predicts {H} actions at a time")
+    max_steps = protocol.max_episode_steps or task.max_episode_steps
     t0 = time.perf_counter()
     episodes = run_episodes(
-        policy, task, cfg.num_episodes, cfg.seed, cfg.num_envs, replan, max_steps, cfg.prompt, cfg.videos,
+        policy, task, protocol.num_episodes, protocol.seed, cfg.num_envs, replan, max_steps, cfg.prompt, cfg.videos,
         out_dir / "videos", cfg.progress,
     )
     info = {
         "task": task.name, "env_id": task.env_id, "control_mode": task.control_mode, "sim_backend": task.sim_backend,
-        "max_episode_steps": max_steps, "replan_steps": replan, "action_horizon": H, "seed": cfg.seed,
+        "max_episode_steps": max_steps, "replan_steps": replan, "action_horizon": H, "seed": protocol.seed,
+        "experiment": cfg.experiment,
         "checkpoint": str(policy.checkpoint) if policy.checkpoint else None,
-        "model": policy.cfg.name, "num_denoise_steps": cfg.num_denoise_steps or policy.cfg.num_denoise_steps,
+        "model": policy.cfg.name, "num_denoise_steps": protocol.num_denoise_steps or policy.cfg.num_denoise_steps,
         "prompt": cfg.prompt or task.prompt, "num_envs": cfg.num_envs, "device": cfg.device,
         "precision": cfg.precision, "compile": cfg.compile, "wall_s": time.perf_counter() - t0,
     }

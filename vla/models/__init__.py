@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig, OmegaConf
 
 from vla.models.config import PolicyConfig
 from vla.models.pi0 import Pi0Policy
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
 
 def load_policy_config(name_or_cfg: str | PolicyConfig | DictConfig | dict, **overrides) -> PolicyConfig:
-    """A PolicyConfig from a model config name (conf/model/<name>.yaml), a DictConfig/dict, or a PolicyConfig."""
-    if isinstance(name_or_cfg, PolicyConfig):
-        node = OmegaConf.structured(name_or_cfg)
-    else:
-        if isinstance(name_or_cfg, str):
-            path = CONF_DIR / "model" / f"{name_or_cfg}.yaml"
-            if not path.is_file():
-                known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-                raise ValueError(f"unknown model config {name_or_cfg!r}: no {path} (known: {', '.join(known)})")
-            name_or_cfg = OmegaConf.load(path)
-        raw = OmegaConf.to_container(OmegaConf.create(name_or_cfg), resolve=True)
-        raw.pop("defaults", None)
-        node = OmegaConf.merge(OmegaConf.structured(PolicyConfig), raw)  # unknown keys fail here, by name
+    """A PolicyConfig from a model config name (conf/model/<name>.yaml, composed by Hydra), a DictConfig/dict (e.g. a
+    checkpoint's recorded `model`), or a PolicyConfig; `overrides` are field values merged on top."""
+    if isinstance(name_or_cfg, str):
+        from vla.configs import load_group  # the config system sits above the models
+
+        name_or_cfg = load_group("model", name_or_cfg)
+    node = OmegaConf.merge(OmegaConf.structured(PolicyConfig), name_or_cfg)  # unknown keys fail here, by name
     if overrides:
         node = OmegaConf.merge(node, overrides)
     return OmegaConf.to_object(node)

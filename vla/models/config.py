@@ -1,4 +1,4 @@
-"""Typed schema of the `model` config group (conf/model/*.yaml), registered with Hydra's ConfigStore so that a typo
+"""Typed schema of the `model` config group (conf/model/*.yaml), registered with Hydra by vla.configs so that a typo
 in an override fails at composition. Sizes of the full models are openpi's (spec §1); the tiny ones differ only in size."""
 
 from __future__ import annotations
@@ -58,12 +58,16 @@ class PolicyConfig:
     # exist per length: a task's prompts then share one or two)
     prompt_bucket: int = 32
 
+    def __post_init__(self) -> None:
+        for key, value in (("action_horizon", self.action_horizon), ("action_dim", self.action_dim),
+                           ("max_token_len", self.max_token_len), ("num_denoise_steps", self.num_denoise_steps)):
+            if value < 1:
+                raise ValueError(f"model.{key}={value}: must be positive")
+        if self.vlm.depth != self.expert.depth or self.vlm.num_heads != self.expert.num_heads:
+            raise ValueError(f"model: vlm and expert must agree in depth and num_heads (the joint layers share "
+                             f"attention), found {self.vlm.depth}/{self.expert.depth} and "
+                             f"{self.vlm.num_heads}/{self.expert.num_heads}")
+
     @property
     def use_quantile_norm(self) -> bool:
         return self.pi05  # openpi config.py:187: quantile for Pi0.5, z-score for Pi0
-
-
-def register_configs() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(group="model", name="policy_schema", node=PolicyConfig)

@@ -9,9 +9,11 @@ import os
 import uuid
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
-from vla.train.config import TrainConfig
+from vla.configs import TrainConfig
+from vla.train.memory import check_training_memory
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ def _worker(cfg_yaml: str, run_dir: str) -> dict:
 def launch(cfg: TrainConfig, run_dir: str | Path) -> dict:
     os.environ.update(cfg.hardware.nccl_env)
     n = cfg.hardware.num_processes
+    if "RANK" not in os.environ and cfg.hardware.device == "cpu":  # CPU ranks of one process group share the RAM
+        check_training_memory(cfg, torch.device("cpu"), ranks_sharing_device=n, world_size=n)
     if n <= 1 or "RANK" in os.environ:  # one rank, or started by torchrun: this process is a rank
         from vla.train.loop import train
 

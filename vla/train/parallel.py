@@ -10,7 +10,7 @@ from torch.distributed.tensor import DTensor
 
 from vla.models.config import DTYPES
 from vla.models.pi0 import Pi0Policy
-from vla.train.config import HardwareConfig
+from vla.configs import HardwareConfig
 
 
 def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0Policy:

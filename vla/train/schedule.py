@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from vla.train.config import OptimConfig
+from vla.configs import OptimConfig
 
 
 def learning_rate(step: int, cfg: OptimConfig) -> float:
