@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Pack ManiSkill 3 (+ SAPIEN and the pure-Python packages it imports) for the device tool's GPU machine (Python 3.12,
-# no package registry, 64 MiB carried per call) into .msite/ms_site.tar.xz, which scripts/device_demos.sh unpacks.
+# no package registry, 64 MiB carried per call) into .msite/ms_site.tar.xz, which tools/remote_gpu/demos.sh unpacks.
 #
 # The mani_skill wheel is 102 MB, almost all of it assets of robots and scenes the six vla tasks never load; what they
 # load (panda, its d415 camera mesh, the table scene) is kept, the rest removed: about 54 MB compressed in all.
 # mplib is left out on purpose: only the trajectory *replay* runs there (motion planning runs on any CPU, see
 # task.demos.replay), and mplib 0.1.1 segfaults on the numpy 2 that machine has. Versions are the ones installed here.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PKGS="mani-skill sapien gymnasium farama-notifications dacite transforms3d trimesh tyro docstring-parser typeguard
       GitPython gitdb smmap ipython asttokens backcall decorator executing jedi parso pexpect pickleshare prompt-toolkit
       ptyprocess pure-eval stack-data traitlets wcwidth pytorch-kinematics arm-pytorch-utilities pytorch-seed defusedxml"

@@ -1,5 +1,5 @@
-# Sourced on the device tool's GPU machine (after bench/gpu_env.sh) by scripts/device_demos.sh: ManiSkill from the carried
-# .msite/ms_site.tar.xz (scripts/build_device_maniskill.sh), unpacked once per machine into /tmp/site_ms, the Vulkan
+# Sourced on the device tool's GPU machine (after tools/remote_gpu/gpu_env.sh) by tools/remote_gpu/demos.sh: ManiSkill from the carried
+# .msite/ms_site.tar.xz (tools/remote_gpu/build_maniskill.sh), unpacked once per machine into /tmp/site_ms, the Vulkan
 # loader from the carried .gl debs (device README), and the NVIDIA Vulkan driver, so that SAPIEN renders on the GPU.
 if [ ! -d /tmp/site_ms/mani_skill ]; then
   rm -rf /tmp/site_ms.tmp && mkdir -p /tmp/site_ms.tmp && xz -dc .msite/ms_site.tar.xz | tar -C /tmp/site_ms.tmp -xf - \

@@ -1,4 +1,4 @@
-"""scripts/device_wait.sh: follows detached training runs by their run_name, reports their newest metrics and, with
+"""tools/remote_gpu/wait.sh: follows detached training runs by their run_name, reports their newest metrics and, with
 STOP=1, stops the ones still going once the wait is over."""
 
 import json
@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "device_wait.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "remote_gpu" / "wait.sh"
 
 
 def fake_run(name: str) -> subprocess.Popen:

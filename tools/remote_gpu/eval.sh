@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Evaluate trained runs on the device tool's GPU machine, where 64 cores step the CPU physics of many env workers while
 # the GPU renders and runs the policy: one eval.py per run, side by side, each on its own GPU, over each seed set.
-#   SEEDS="100000 300000" EPISODES=100 ENVS=14 DETACH=1 bash scripts/device_eval.sh pushcube:push_sn2:0 pickcube:pick_a:1
+#   SEEDS="100000 300000" EPISODES=100 ENVS=14 DETACH=1 bash tools/remote_gpu/eval.sh pushcube:push_sn2:0 pickcube:pick_a:1
 # The policy runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/benchmarks.md);
 # COMPILE=false runs it eager; VIDEOS=N records the first N episodes of each evaluation (eval.py videos=N); REPLAN=N
 # executes N actions of each predicted chunk (eval.py replan_steps; default half the action horizon); TAG=x names the
@@ -14,8 +14,8 @@
 # sim backend are those of the CPU evaluation (physx_cpu); only rendering moves to the GPU (docs/results: mean pixel
 # difference 0.32/255 against lavapipe) and the policy runs on it.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-device_out}; source bench/gpu_env.sh; source scripts/device_maniskill_env.sh || exit 1
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-device_out}; source tools/remote_gpu/gpu_env.sh; source tools/remote_gpu/maniskill_env.sh || exit 1
 mkdir -p runs/eval
 if [ $# -eq 0 ]; then  # wait for the detached evaluations
   end=$(( $(date +%s) + ${WAIT:-300} ))

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Wait for detached training runs (scripts/device_train.sh DETACH=1) on the device machine, printing each run's newest
+# Wait for detached training runs (tools/remote_gpu/train.sh DETACH=1) on the device machine, printing each run's newest
 # metrics every minute, until all have exited or WAIT seconds have passed; with STOP=1 the runs still going are then
 # stopped (SIGTERM: train.py saves the step in progress; checkpoints are written to a temp dir and renamed).
-# PACK=<run> then packs that run's newest checkpoint into $OUT (scripts/device_pack.sh), so that the call brings weights
+# PACK=<run> then packs that run's newest checkpoint into $OUT (tools/remote_gpu/pack.sh), so that the call brings weights
 # back even if the machine is lost before the next call (session 11 lost two trained runs that way); one pi05_small
 # run's pack (~55 MB) is about what one call can return (64 MiB).
-#   WAIT=540 STOP=1 PACK=pushcube_small3 bash scripts/device_wait.sh pushcube_small3 pickcube_small1
+#   WAIT=540 STOP=1 PACK=pushcube_small3 bash tools/remote_gpu/wait.sh pushcube_small3 pickcube_small1
 set -uo pipefail
 end=$(( $(date +%s) + ${WAIT:-540} ))
 running() { pgrep -f "run_name=$1( |$)" > /dev/null; }
@@ -34,5 +34,5 @@ if [ -n "${STOP:-}" ]; then
   echo "--- stopped"; report "$@"
 fi
 if [ -n "${PACK:-}" ]; then
-  RUN=$PACK bash "$(dirname "$0")/device_pack.sh"
+  RUN=$PACK bash "$(dirname "$0")/pack.sh"
 fi

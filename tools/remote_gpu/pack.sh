@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Pack run RUN's newest checkpoint into $OUT for the device tool's trip back: the EMA weights as bf16 shards of at most
-# 15 MiB (scripts/pack_checkpoint.py) and one tar of the config, norm stats, tokenizer, metrics, TensorBoard file and
-# logs. Unpack here with: tar xf RUN.tar && python scripts/pack_checkpoint.py unpack RUN runs/RUN/checkpoints/STEP
+# 15 MiB (tools/remote_gpu/pack_checkpoint.py) and one tar of the config, norm stats, tokenizer, metrics, TensorBoard file and
+# logs. Unpack here with: tar xf RUN.tar && python tools/remote_gpu/pack_checkpoint.py unpack RUN runs/RUN/checkpoints/STEP
 set -uo pipefail
-OUT=${OUT:-device_out}; source "$(dirname "$0")/../bench/gpu_env.sh"
+OUT=${OUT:-device_out}; source "$(dirname "$0")/gpu_env.sh"
 grep -v -i warn "runs/$RUN.train.log" | tail -2
 CKPT=$(ls -d runs/$RUN/checkpoints/[0-9]* 2>/dev/null | grep -E '/[0-9]+$' | sort -t/ -k4 -n | tail -1)
 echo "last checkpoint: ${CKPT:-none}"

@@ -3,23 +3,23 @@
 # the device tool's GPU. Extra args go to train.py.
 #
 # Foreground (one call): a 100-step probe measures the step time and sizes the run to BUDGET seconds (STEPS=N skips
-# it), then the EMA weights are packed for the trip back (scripts/device_pack.sh):
-#   TASK=pushcube DATA=data/pushcube200 BUDGET=420 bash scripts/device_train.sh [key=value ...]
+# it), then the EMA weights are packed for the trip back (tools/remote_gpu/pack.sh):
+#   TASK=pushcube DATA=data/pushcube200 BUDGET=420 bash tools/remote_gpu/train.sh [key=value ...]
 # Detached (DETACH=1): train.py starts in its own process session (setsid), which the device tool leaves running after
 # the call returns, for as long as the machine stays warm. Later calls start other runs beside it on the same GPU,
-# wait for them (scripts/device_wait.sh) and pack each (scripts/device_pack.sh); runs/ persists between the calls.
+# wait for them (tools/remote_gpu/wait.sh) and pack each (tools/remote_gpu/pack.sh); runs/ persists between the calls.
 # The machine goes back 30 s after a call returns, and the run with it: send the chain as one batch of calls.
 # TRAIN_TIMEOUT ends a run with SIGTERM, on which train.py saves the step in progress. WAIT_DATA=1 (with DETACH) waits
-# for the dataset that scripts/device_demos.sh is still making on the same machine.
-#   DETACH=1 TASK=pushcube DATA=data/pushcube200 STEPS=30000 bash scripts/device_train.sh optim.decay_steps=6000
+# for the dataset that tools/remote_gpu/demos.sh is still making on the same machine.
+#   DETACH=1 TASK=pushcube DATA=data/pushcube200 STEPS=30000 bash tools/remote_gpu/train.sh optim.decay_steps=6000
 set -uo pipefail
-OUT=${OUT:-device_out}; source "$(dirname "$0")/../bench/gpu_env.sh"
+OUT=${OUT:-device_out}; source "$(dirname "$0")/gpu_env.sh"
 RUN=${RUN:-${TASK}_small}
 args=(task=$TASK model=${MODEL:-pi05_small} optim=adamw_scratch hardware=1xgpu hardware.activation_checkpointing=false
       task.image_size=128 task.dataset_root=$DATA cache_images=true batch_size=${BATCH:-128} progress=false "$@")
 mkdir -p runs; t0=$(date +%s)
 if [ -n "${DETACH:-}" ]; then
-  # WAIT_DATA=1: the background session first waits for $DATA.done (scripts/device_demos.sh DETACH=1 is still making
+  # WAIT_DATA=1: the background session first waits for $DATA.done (tools/remote_gpu/demos.sh DETACH=1 is still making
   # the dataset), and gives up on $DATA.failed
   setsid nohup bash -c 'if [ -n "$WAIT_DATA" ]; then
       until [ -e "$DATA.done" ]; do [ -e "$DATA.failed" ] && { echo "$DATA.failed: no dataset"; exit 1; }; sleep 5; done
@@ -47,4 +47,4 @@ echo "steps: $STEPS"
 timeout ${TRAIN_TIMEOUT:-520} python3 train.py "${args[@]}" num_steps=$STEPS log_interval=50 save_interval=${SAVE:-1000} \
   keep_last=2 keep_period=null run_name=$RUN > "runs/$RUN.train.log" 2>&1
 echo "train.py exit $?"
-RUN=$RUN OUT=$OUT bash "$(dirname "$0")/device_pack.sh"
+RUN=$RUN OUT=$OUT bash "$(dirname "$0")/pack.sh"
