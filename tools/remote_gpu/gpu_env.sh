@@ -1,6 +1,7 @@
-# Sourced by the device-call scripts (bench/*.sh, scripts/device_*.sh): $OUT exists, the wheels carried in .whl/ are
-# installed into /tmp/site once per machine where hydra/lerobot are missing (a warm machine keeps them between calls),
-# and the environment is set.
+# Sourced, from the repository root, by the scripts that run on the remote GPU host (tools/remote_gpu/*.sh,
+# bench/gpu_smoke.sh, bench/multi_gpu.sh): $OUT exists, the wheels copied in .whl/ are installed into /tmp/site once
+# per host where hydra/lerobot are missing (a host kept between calls keeps them), and the environment is set: no hub
+# access, unbuffered output, NVLink multicast off (NCCL's NVLS and torch's symmetric-memory multicast).
 OUT=${OUT:-bench_out}; mkdir -p "$OUT"
 if [ -d .whl ] && [ ! -d /tmp/site/hydra ] && ! python3 -c "import hydra, lerobot" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
