@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One device-tool call: full-size Pi0.5 through train.py on one GPU (real converted PickCube frames), then the
-# training-step benchmark. Logs and JSON go to $OUT (or ./bench_out). Needs the wheels listed in bench/README.md in .whl/.
+# One call on a GPU host: full-size Pi0.5 through train.py on one GPU (real converted PickCube frames), then the
+# training-step benchmark. Logs and JSON go to $OUT (or ./bench_out). On a remote GPU host without hydra/lerobot, needs
+# the wheels listed in tools/remote_gpu/README.md in .whl/.
 set -uo pipefail
-OUT=${OUT:-bench_out}; source "$(dirname "$0")/gpu_env.sh"
+OUT=${OUT:-bench_out}; source "$(dirname "$0")/../tools/remote_gpu/gpu_env.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, transformers, lerobot; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 DATA=${DATA:-data/gpu_pickcube}

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Full-size Pi0.5 through train.py with FSDP2 on N GPUs vs 1 GPU at the same global batch and micro-batch (synthetic
 # batches of the real shapes: 2 cameras + a masked third, 200 prompt tokens, H=50): per-step losses, samples/s per GPU,
-# scaling efficiency, peak memory per GPU. One device-tool call on an N-GPU machine:
+# scaling efficiency, peak memory per GPU. One call on an N-GPU host:
 #   NGPU=2 STEPS=200 STEPS1=80 BATCH=32 bash bench/multi_gpu.sh      (results in $OUT, or ./bench_out)
 set -uo pipefail
-OUT=${OUT:-bench_out}; source "$(dirname "$0")/gpu_env.sh"
+OUT=${OUT:-bench_out}; source "$(dirname "$0")/../tools/remote_gpu/gpu_env.sh"
 N=${NGPU:-2}; STEPS=${STEPS:-200}; STEPS1=${STEPS1:-80}; BATCH=${BATCH:-32}; HW=${HW:-${N}xh100}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'nccl', torch.cuda.nccl.version())" | tee -a "$OUT/gpu.txt"

@@ -243,7 +243,7 @@ def test_more_demos_than_attempts_fails_before_any_work(tmp_path):
 
 def test_plan_only_then_maniskill_replay_gives_the_generated_demo(demo_files, tasks, tmp_path):
     """task.demos.replay=false writes the motion plans alone (no images); ManiSkill's own replay tool, run on them
-    elsewhere (scripts/device_demos.sh), gives the very demo that planning + replay in one go gave."""
+    elsewhere (tools/remote_gpu/demos.sh), gives the very demo that planning + replay in one go gave."""
     from mani_skill.trajectory import replay_trajectory
 
     from tests.data.helpers import IMAGE_SIZE

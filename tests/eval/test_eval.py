@@ -69,7 +69,8 @@ def test_policy_batches_like_single_calls_and_unnormalizes(trained_run, datasets
 
 
 def test_run_dir_resolves_to_its_newest_checkpoint_with_weights(tmp_path):
-    """Weights-only checkpoints (scripts/pack_checkpoint.py unpack) count; a numbered dir without weights does not."""
+    """Weights-only checkpoints (tools/remote_gpu/pack_checkpoint.py unpack) count; a numbered dir without weights
+    does not."""
     for step, name in ((3, "ema.safetensors"), (12, "model.safetensors"), (7, "ema.safetensors")):
         (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
         (tmp_path / "checkpoints" / str(step) / name).write_bytes(b"")

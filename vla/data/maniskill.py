@@ -9,7 +9,7 @@ The replay tool has no resolution option: it re-creates the env from the `env_kw
 planning env is created with `sensor_configs=dict(width=S, height=S, shader_pack=...)` and the replay inherits them.
 Seeds are tried in order and the first `num_demos` seeds that survive both steps are kept, so the output does not
 depend on the number of workers. With `task.demos.replay=False` step 2 is skipped and the successful plans are written
-as `<env_id>.planned.h5`, to be replayed elsewhere with the same ManiSkill tool (scripts/device_demos.sh).
+as `<env_id>.planned.h5`, to be replayed elsewhere with the same ManiSkill tool (tools/remote_gpu/demos.sh).
 
 Reading (`read_episodes`) validates everything cheap up front (keys, shapes, dtypes, lengths, finite values, control
 mode, env id) and raises `DataError` with one line naming file / episode / key / expected vs found.

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run dir -> its newest checkpoint with weights: a training checkpoint (which always holds model.safetensors,
-    written atomically) or a weights-only one (what scripts/pack_checkpoint.py unpacks: ema.safetensors + config, no
-    optimizer state); anything else as given."""
+    written atomically) or a weights-only one (what tools/remote_gpu/pack_checkpoint.py unpacks: ema.safetensors +
+    config, no optimizer state); anything else as given."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")

@@ -1,16 +1,11 @@
-"""scripts/pack_checkpoint.py: a checkpoint split into size-limited bf16 shards and joined back loads as before."""
-
-import importlib.util
-from pathlib import Path
+"""tools/remote_gpu/pack_checkpoint.py: a checkpoint split into size-limited bf16 shards and joined back loads as
+before."""
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("pack_checkpoint", REPO / "scripts" / "pack_checkpoint.py")
-pack_checkpoint = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pack_checkpoint)
+from tools.remote_gpu import pack_checkpoint
 
 
 def test_pack_unpack_roundtrip(tmp_path):

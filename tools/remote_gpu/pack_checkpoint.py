@@ -1,7 +1,8 @@
-"""Move a trained checkpoint through a size-limited channel (the device tool brings back at most 8 files of 16 MiB):
+"""Move a trained checkpoint through a size-limited channel (a remote GPU host that returns files of at most 16 MiB):
 
-  python scripts/pack_checkpoint.py pack   runs/<run>/checkpoints/<step> <out_dir> [--dtype bf16] [--shard-mib 15]
-  python scripts/pack_checkpoint.py unpack <out_dir> <checkpoint_dir>
+  python tools/remote_gpu/pack_checkpoint.py pack   runs/<run>/checkpoints/<step> <out_dir> [--dtype bf16] \
+      [--shard-mib 15]
+  python tools/remote_gpu/pack_checkpoint.py unpack <out_dir> <checkpoint_dir>
 
 `pack` writes the EMA weights (model weights if there is no EMA) as safetensors shards in `dtype`, plus the config,
 norm stats and tokenizer that eval.py needs. `unpack` joins the shards back into an fp32 `ema.safetensors` checkpoint

@@ -1,30 +1,30 @@
 #!/usr/bin/env bash
-# Evaluate trained runs on the device tool's GPU machine, where 64 cores step the CPU physics of many env workers while
-# the GPU renders and runs the policy: one eval.py per run, side by side, each on its own GPU, over each seed set.
-#   SEEDS="100000 300000" EPISODES=100 ENVS=14 DETACH=1 bash scripts/device_eval.sh pushcube:push_sn2:0 pickcube:pick_a:1
+# Evaluate trained runs on the remote GPU host, where 64 cores step the CPU physics of many env workers while the GPU
+# renders and runs the policy: one eval.py per run, side by side, each on its own GPU, over each seed set.
+#   SEEDS="100000 300000" EPISODES=100 ENVS=14 DETACH=1 bash tools/remote_gpu/eval.sh pushcube:push_sn2:0 pickcube:pick_a:1
 # The policy runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/benchmarks.md);
 # COMPILE=false runs it eager; VIDEOS=N records the first N episodes of each evaluation (eval.py videos=N); REPLAN=N
 # executes N actions of each predicted chunk (eval.py replan_steps; default half the action horizon); TAG=x names the
 # result dirs runs/eval/<run>_<seed>_x, so that two settings of one run and seed set can run side by side.
 # Each spec is task:run:gpu (the run's newest checkpoint in runs/<run>). Each evaluation writes runs/eval/<run>_<seed>/
 # (summary.json, episodes.json, ...), its log next to it and a .done or .failed marker. DETACH=1 starts them in their
-# own process session, which outlives the call while the machine stays warm; WAIT=N (with no specs) then waits up to
-# N seconds for every eval.py to end, prints each summary, and with STOP=1 ends those still running ("[p]" in the
-# patterns keeps them from matching a calling shell whose command line holds them). Env construction, control mode and
-# sim backend are those of the CPU evaluation (physx_cpu); only rendering moves to the GPU (docs/results: mean pixel
-# difference 0.32/255 against lavapipe) and the policy runs on it.
+# own process session, which outlives the calling shell; WAIT=N (with no specs) then waits up to N seconds for every
+# eval.py to end, prints each summary, and with STOP=1 ends those still running ("[p]" in the patterns keeps them from
+# matching a calling shell whose command line holds them). Env construction, control mode and sim backend are those of
+# the CPU evaluation (physx_cpu); only rendering moves to the GPU (docs/results: mean pixel difference 0.32/255 against
+# lavapipe) and the policy runs on it.
 set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-device_out}; source bench/gpu_env.sh; source scripts/device_maniskill_env.sh || exit 1
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-device_out}; source tools/remote_gpu/gpu_env.sh; source tools/remote_gpu/maniskill_env.sh || exit 1
 mkdir -p runs/eval
 if [ $# -eq 0 ]; then  # wait for the detached evaluations
   end=$(( $(date +%s) + ${WAIT:-300} ))
   while pgrep -f "[p]ython3 eval.py" > /dev/null && [ "$(date +%s)" -lt "$end" ]; do sleep 5; done
   if pgrep -f "[p]ython3 eval.py" > /dev/null; then
-    echo "device_eval: still running after ${WAIT:-300} s${STOP:+: stopped}"
+    echo "eval.sh: still running after ${WAIT:-300} s${STOP:+: stopped}"
     [ -n "${STOP:-}" ] && pkill -f "[p]ython3 eval.py"
   fi
-  for s in runs/eval/*/summary.json; do [ -f "$s" ] && echo "$s: $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print({k: d.get(k) for k in ('episodes', 'success_once', 'success_at_end')})" "$s")"; done
+  python3 -m tools.remote_gpu.jobs summaries runs/eval
   exit 0
 fi
 if [ -n "${DETACH:-}" ]; then

@@ -1,9 +1,10 @@
-# Sourced on the device tool's GPU machine (after bench/gpu_env.sh) by scripts/device_demos.sh: ManiSkill from the carried
-# .msite/ms_site.tar.xz (scripts/build_device_maniskill.sh), unpacked once per machine into /tmp/site_ms, the Vulkan
-# loader from the carried .gl debs (device README), and the NVIDIA Vulkan driver, so that SAPIEN renders on the GPU.
+# Sourced on the remote GPU host (after gpu_env.sh) by demos.sh and eval.sh: ManiSkill from the copied
+# .msite/ms_site.tar.xz (build_maniskill.sh), unpacked once per host into /tmp/site_ms, the Vulkan loader from the
+# copied .gl debs (README.md), and the NVIDIA Vulkan driver, so that SAPIEN renders on the GPU.
 if [ ! -d /tmp/site_ms/mani_skill ]; then
   rm -rf /tmp/site_ms.tmp && mkdir -p /tmp/site_ms.tmp && xz -dc .msite/ms_site.tar.xz | tar -C /tmp/site_ms.tmp -xf - \
-    && mv /tmp/site_ms.tmp /tmp/site_ms || { echo "cannot unpack .msite/ms_site.tar.xz (carry .msite)" >&2; return 1; }
+    && mv /tmp/site_ms.tmp /tmp/site_ms \
+    || { echo "cannot unpack .msite/ms_site.tar.xz (copy .msite along with the working tree)" >&2; return 1; }
 fi
 if ! ldconfig -p | grep -q libvulkan.so.1; then
   for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig

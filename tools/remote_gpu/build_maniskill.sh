@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Pack ManiSkill 3 (+ SAPIEN and the pure-Python packages it imports) for the device tool's GPU machine (Python 3.12,
-# no package registry, 64 MiB carried per call) into .msite/ms_site.tar.xz, which scripts/device_demos.sh unpacks.
+# Pack ManiSkill 3 (+ SAPIEN and the pure-Python packages it imports) for a remote GPU host with Python 3.12 and no
+# package index, reached only by a copy of the working tree of at most 64 MiB, into .msite/ms_site.tar.xz, which
+# maniskill_env.sh unpacks there (for demos.sh and eval.sh). Run it where ManiSkill is installed (scripts/setup.sh).
 #
 # The mani_skill wheel is 102 MB, almost all of it assets of robots and scenes the six vla tasks never load; what they
 # load (panda, its d415 camera mesh, the table scene) is kept, the rest removed: about 54 MB compressed in all.
 # mplib is left out on purpose: only the trajectory *replay* runs there (motion planning runs on any CPU, see
-# task.demos.replay), and mplib 0.1.1 segfaults on the numpy 2 that machine has. Versions are the ones installed here.
+# task.demos.replay), and mplib 0.1.1 segfaults on the numpy 2 that host has. Versions are the ones installed locally.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PKGS="mani-skill sapien gymnasium farama-notifications dacite transforms3d trimesh tyro docstring-parser typeguard
       GitPython gitdb smmap ipython asttokens backcall decorator executing jedi parso pexpect pickleshare prompt-toolkit
       ptyprocess pure-eval stack-data traitlets wcwidth pytorch-kinematics arm-pytorch-utilities pytorch-seed defusedxml"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 for p in $PKGS; do
   v=$(python3 -m pip show "$p" 2>/dev/null | awk '/^Version:/{print $2}')
-  [ -n "$v" ] || { echo "build_device_maniskill: $p is not installed here (run scripts/setup.sh first)" >&2; exit 1; }
+  [ -n "$v" ] || { echo "build_maniskill.sh: $p is not installed (run scripts/setup.sh first)" >&2; exit 1; }
   echo "$p==$v"
 done > "$work/reqs.txt"
 plat=(--python-version 3.12 --implementation cp --only-binary=:all:

@@ -1,4 +1,4 @@
-"""scripts/device_wait.sh: follows detached training runs by their run_name, reports their newest metrics and, with
+"""tools/remote_gpu/wait.sh: follows detached training runs by their run_name, reports their newest metrics and, with
 STOP=1, stops the ones still going once the wait is over."""
 
 import json
@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "device_wait.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "remote_gpu" / "wait.sh"
 
 
 def fake_run(name: str) -> subprocess.Popen:
@@ -17,16 +17,17 @@ def fake_run(name: str) -> subprocess.Popen:
 
 
 def test_reports_and_stops_running_runs(tmp_path):
-    (tmp_path / "runs" / "a").mkdir(parents=True)
-    (tmp_path / "runs" / "a" / "metrics.jsonl").write_text(json.dumps({"step": 50, "train/loss": 0.25}) + "\n")
-    a, other = fake_run("a"), fake_run("a_other")  # a run whose name only starts with "a" is not "a"
+    run = f"a{os.getpid()}"  # unique: STOP=1 ends every process on the host whose command line holds run_name=<run>
+    (tmp_path / "runs" / run).mkdir(parents=True)
+    (tmp_path / "runs" / run / "metrics.jsonl").write_text(json.dumps({"step": 50, "train/loss": 0.25}) + "\n")
+    a, other = fake_run(run), fake_run(f"{run}_other")  # a run whose name only starts with the run's is not the run
     try:
         t0 = time.time()
-        out = subprocess.run(["bash", str(SCRIPT), "a"], cwd=tmp_path, env=dict(os.environ, WAIT="2", STOP="1"),
+        out = subprocess.run(["bash", str(SCRIPT), run], cwd=tmp_path, env=dict(os.environ, WAIT="2", STOP="1"),
                              capture_output=True, text=True, timeout=60).stdout
         assert time.time() - t0 < 30
-        assert "a running {'step': 50, 'train/loss': 0.25}" in out
-        assert out.strip().endswith("a exited {'step': 50, 'train/loss': 0.25}")
+        assert f"{run} running {{'step': 50, 'train/loss': 0.25}}" in out
+        assert out.strip().endswith(f"{run} exited {{'step': 50, 'train/loss': 0.25}}")
         assert a.wait(timeout=10) is not None
         assert other.poll() is None
     finally:

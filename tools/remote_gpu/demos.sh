@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Render and convert demos on the device tool's GPU machine, where SAPIEN renders with the GPU (Vulkan) and 32-64 cores
-# replay in parallel. Input: motion plans made on any CPU with task.demos.replay=false (no images, ~30 KB a demo):
+# Render and convert demos on the remote GPU host, where SAPIEN renders with the GPU (Vulkan) and 32-64 cores replay in
+# parallel. Input: motion plans made on any CPU with task.demos.replay=false (no images, ~30 KB a demo):
 #   python convert.py task=pickcube task.image_size=128 task.demos.replay=false task.demos.num_demos=3000 \
 #       task.demos.max_attempts=3600 task.demos.seed=10000 task.demos.out_dir=data/planned/pick
-# Carried: .whl (bench/gpu_env.sh), .msite/ms_site.tar.xz (scripts/build_device_maniskill.sh), .gl (the Vulkan loader
-# debs, device README) and the planned .h5/.json. Then, on the device:
+# Copied along with the working tree: .whl (gpu_env.sh), .msite/ms_site.tar.xz (build_maniskill.sh), .gl (the Vulkan
+# loader debs, README.md) and the planned .h5/.json. Then, on the host:
 #   TASK=pickcube PLANNED=data/planned/pick/PickCube-v1.planned.h5 DATA=data/pick3000 SIZE=128 PROCS=48 CONVERT=24 \
-#       bash scripts/device_demos.sh [convert.py overrides]
+#       bash tools/remote_gpu/demos.sh [convert.py overrides]
 # 1. ManiSkill's replay_trajectory, PROCS processes: pd_joint_pos -> the task's control mode, with RGB observations
-#    (COUNT=N: only the file's first N plans, e.g. to fit a measured replay rate into the device time);
+#    (COUNT=N: only the file's first N plans, e.g. to fit a measured replay rate into the time the host is held);
 # 2. convert.py with num_workers=CONVERT: the LeRobot dataset (videos) + norm stats in DATA (over MODEL's action
 #    horizon: pi05_small by default, 16 steps; MODEL=pi05 for the full model's 50).
-# DETACH=1 runs it in its own process session (it outlives the call while the machine stays warm) and leaves
-# DATA.done or DATA.failed behind, with the log in DATA.log.
+# DETACH=1 runs it in its own process session (it outlives the calling shell) and leaves DATA.done or DATA.failed
+# behind, with the log in DATA.log.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 : "${TASK:?}" "${PLANNED:?}" "${DATA:?}"
 if [ -n "${DETACH:-}" ]; then
   rm -f "$DATA.done" "$DATA.failed"
@@ -22,16 +22,15 @@ if [ -n "${DETACH:-}" ]; then
   echo "$DATA: replay + convert started in the background (pid $!), log $DATA.log"
   exit 0
 fi
-fail() { echo "device_demos: $*" >&2; [ -n "${DATA:-}" ] && touch "$DATA.failed"; exit 1; }
-OUT=${OUT:-device_out}; source bench/gpu_env.sh
-source scripts/device_maniskill_env.sh || fail "no ManiSkill"
-read -r ENV_ID CONTROL BACKEND < <(python3 -c "
-from vla.data.config import load_task_config; t = load_task_config('$TASK'); print(t.env_id, t.control_mode, t.sim_backend)") \
-  || fail "cannot load task $TASK"
+fail() { echo "demos.sh: $*" >&2; [ -n "${DATA:-}" ] && touch "$DATA.failed"; exit 1; }
+OUT=${OUT:-device_out}; source tools/remote_gpu/gpu_env.sh
+source tools/remote_gpu/maniskill_env.sh || fail "no ManiSkill"
+TASK_ENV=$(python3 -m tools.remote_gpu.jobs task-env "$TASK") || fail "cannot load task $TASK"
+read -r ENV_ID CONTROL BACKEND <<< "$TASK_ENV"
 [ -f "$PLANNED" ] || fail "$PLANNED: no such file"
 REPLAYED=$(dirname "$PLANNED")/$ENV_ID.rgb.$CONTROL.$BACKEND.h5
 # one thread per process: every replay process (and convert shard) works on one episode at a time, and torch/OpenMP
-# pools of a thread per core in each of 60 processes oversubscribe the machine (the first device run saw loads of 84-156)
+# pools of a thread per core in each of 60 processes oversubscribe the host (loads of 84-156 were measured on 64 cores)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 t0=$(date +%s)
 quiet() { tr '\r' '\n' < "$1" | grep -v -i "warn\|^Remove\|Merging\|step/s\]$\|svt\[" | tail -n "${2:-20}"; }

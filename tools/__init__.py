@@ -1,0 +1,1 @@
+"""Developer tooling kept apart from the vla package: nothing here is imported by vla."""
