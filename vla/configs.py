@@ -299,6 +299,8 @@ def load_group(group: str, name: str, overrides: Sequence[str] = ()):
 
 def load_recipe(experiment: str, app: str = "train", overrides: Sequence[str] = ()) -> RecipeConfig:
     """An experiment as an app composes it, e.g. `load_recipe("pushcube_pi05").batch_size`."""
+    if experiment not in group_options("experiment"):
+        raise ConfigError(f"unknown experiment {experiment!r} (known: {', '.join(group_options('experiment'))})")
     extra = ["run_name=recipe"] if app == "train" else []
     return to_object(compose(app, [f"+experiment={experiment}", *extra, *overrides]), f"experiment={experiment}")
 

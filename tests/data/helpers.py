@@ -6,11 +6,18 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from omegaconf import OmegaConf
 
-from vla.data.config import load_task_config as load_task  # noqa: F401 (re-exported for the tests)
+from vla.configs import load_group
+from vla.data.config import TaskConfig
 
 IMAGE_SIZE = 128  # demo render size in the tests (the tasks use 256; CPU rendering time scales with pixels)
 ACTION_HORIZON = 10  # pi05_tiny's H, used for the norm stats of the test datasets
+
+
+def load_task(name: str, **fields) -> TaskConfig:
+    """conf/task/<name>.yaml as Hydra composes it, with `fields` merged on top (e.g. image_size=128, demos={...})."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(load_group("task", name)), fields))
 
 
 def trajectories(path: Path) -> list[str]:

@@ -89,13 +89,10 @@ def test_eval_summaries(tmp_path, capsys):
     ]
 
 
-def test_task_env(capsys):
-    from omegaconf import OmegaConf
-
-    from vla.models import CONF_DIR
-
-    task = OmegaConf.load(CONF_DIR / "task" / "pushcube.yaml")
-    jobs.main(["task-env", "pushcube"])
-    assert capsys.readouterr().out.split() == ["PushCube-v1", task.control_mode, task.sim_backend]
-    with pytest.raises(SystemExit, match="task-env: unknown task 'nope'"):
-        jobs.main(["task-env", "nope"])
+def test_recipe(capsys):
+    jobs.main(["recipe", "pushcube_pi05"])
+    root, env_id, control, backend = capsys.readouterr().out.split()
+    assert (root, env_id) == ("data/pushcube_128px_1000demos", "PushCube-v1")
+    assert (control, backend) == ("pd_ee_delta_pose", "physx_cpu")  # what ManiSkill's replay names its output by
+    with pytest.raises(SystemExit, match="recipe: .*nope"):
+        jobs.main(["recipe", "nope"])

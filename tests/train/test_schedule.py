@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from vla.train.config import OptimConfig
+from vla.configs import OptimConfig
 from vla.train.schedule import learning_rate
 
 

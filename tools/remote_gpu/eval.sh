@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Evaluate trained runs on the remote GPU host, where 64 cores step the CPU physics of many env workers while the GPU
 # renders and runs the policy: one eval.py per run, side by side, each on its own GPU, over each seed set.
-#   SEEDS="100000 300000" EPISODES=100 ENVS=14 DETACH=1 bash tools/remote_gpu/eval.sh pushcube:push_sn2:0 pickcube:pick_a:1
-# The policy runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/benchmarks.md);
-# COMPILE=false runs it eager; VIDEOS=N records the first N episodes of each evaluation (eval.py videos=N); REPLAN=N
-# executes N actions of each predicted chunk (eval.py replan_steps; default half the action horizon); TAG=x names the
-# result dirs runs/eval/<run>_<seed>_x, so that two settings of one run and seed set can run side by side.
-# Each spec is task:run:gpu (the run's newest checkpoint in runs/<run>). Each evaluation writes runs/eval/<run>_<seed>/
+#   SEEDS="100000 300000" ENVS=14 DETACH=1 bash tools/remote_gpu/eval.sh pushcube_pi05:0 pushcube_pi0:1
+# Each evaluation follows the run's recorded recipe (task, episodes, replan steps, ...); SEEDS gives the first episode
+# seeds (default: the recipe's), EPISODES=N and REPLAN=N change its episode count and eval.replan_steps. The policy
+# runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/benchmarks.md); COMPILE=false
+# runs it eager; VIDEOS=N records the first N episodes of each evaluation (eval.py videos=N); TAG=x names the result
+# dirs runs/eval/<run>_<seed>_x, so that two settings of one run and seed set can run side by side.
+# Each spec is run:gpu (the run's newest checkpoint in runs/<run>). Each evaluation writes runs/eval/<run>_<seed>/
 # (summary.json, episodes.json, ...), its log next to it and a .done or .failed marker. DETACH=1 starts them in their
 # own process session, which outlives the calling shell; WAIT=N (with no specs) then waits up to N seconds for every
 # eval.py to end, prints each summary, and with STOP=1 ends those still running ("[p]" in the patterns keeps them from
@@ -34,13 +35,13 @@ if [ -n "${DETACH:-}" ]; then
 fi
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one thread per env worker: 50+ workers share the cores
 for spec in "$@"; do
-  IFS=: read -r task run gpu <<< "$spec"
-  ( for seed in ${SEEDS:-100000}; do
+  IFS=: read -r run gpu <<< "$spec"
+  ( for seed in ${SEEDS:-recipe}; do
       dir=runs/eval/${run}_$seed${TAG:+_$TAG}
-      CUDA_VISIBLE_DEVICES=$gpu python3 eval.py task="$task" task.image_size="${SIZE:-128}" checkpoint="runs/$run" \
-        num_episodes="${EPISODES:-100}" num_envs="${ENVS:-14}" seed="$seed" device=cuda compile="${COMPILE:-true}" \
-        videos="${VIDEOS:-0}" replan_steps="${REPLAN:-null}" progress=false \
-        hydra.run.dir="$dir" > "$dir.log" 2>&1 && touch "$dir.done" || { touch "$dir.failed"; tail -3 "$dir.log"; }
+      CUDA_VISIBLE_DEVICES=$gpu python3 eval.py checkpoint="runs/$run" num_envs="${ENVS:-14}" device=cuda \
+        compile="${COMPILE:-true}" videos="${VIDEOS:-0}" progress=false hydra.run.dir="$dir" \
+        $([ "$seed" != recipe ] && echo "eval.seed=$seed") ${EPISODES:+eval.num_episodes=$EPISODES} \
+        ${REPLAN:+eval.replan_steps=$REPLAN} > "$dir.log" 2>&1 && touch "$dir.done" || { touch "$dir.failed"; tail -3 "$dir.log"; }
     done ) &
 done
 wait

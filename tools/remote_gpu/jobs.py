@@ -1,7 +1,7 @@
 """The Python steps of the remote-GPU-host scripts (tools/remote_gpu/*.sh), one subcommand each, run from the
 repository root as `python3 -m tools.remote_gpu.jobs <command> ...`:
 
-  task-env TASK                  the task's "<env_id> <control_mode> <sim_backend>" (demos.sh names the replayed file)
+  recipe EXPERIMENT              the recipe's "<dataset_root> <env_id> <control_mode> <sim_backend>" (demos.sh, train.sh)
   size-run METRICS --started T   training steps that fit a time budget, from a short probe run's metrics (train.sh)
   report RUN STATE               one line of a run's newest metrics (wait.sh)
   newest-checkpoint RUN_DIR      the run's newest checkpoint with weights (pack.sh)
@@ -22,11 +22,12 @@ REPORT_KEYS = ("step", "train/loss", "perf/step_time_s", "train/lr")
 SUMMARY_KEYS = ("episodes", "success_once", "success_at_end")
 
 
-def task_env(task: str) -> tuple[str, str, str]:
-    from vla.data.config import load_task_config
+def recipe_data(experiment: str) -> tuple[str, str, str, str]:
+    """Where a recipe's dataset goes, and what names ManiSkill's replay gives the file it writes."""
+    from vla.configs import load_recipe
 
-    cfg = load_task_config(task)
-    return cfg.env_id, cfg.control_mode, cfg.sim_backend
+    task = load_recipe(experiment, app="convert").task
+    return task.dataset_root, task.env_id, task.control_mode, task.sim_backend
 
 
 def steps_for_budget(step_time_s: float, probe_elapsed_s: float, probe_steps: int, budget_s: float,
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python3 -m tools.remote_gpu.jobs", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("task-env").add_argument("task")
+    sub.add_parser("recipe").add_argument("experiment")
     s = sub.add_parser("size-run")
     s.add_argument("metrics", type=Path, help="the probe run's metrics.jsonl")
     s.add_argument("--started", type=float, required=True, help="when the probe was launched (seconds since epoch)")
@@ -111,11 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("summaries").add_argument("eval_root", type=Path)
     args = ap.parse_args(argv)
 
-    if args.cmd == "task-env":
+    if args.cmd == "recipe":
         try:
-            print(*task_env(args.task))
+            print(*recipe_data(args.experiment))
         except ValueError as e:
-            raise SystemExit(f"task-env: {e}") from None
+            raise SystemExit(f"recipe: {e}") from None
     elif args.cmd == "size-run":
         step_s = probe_step_time(args.metrics)
         steps, startup_s = steps_for_budget(step_s, time.time() - args.started, args.probe_steps, args.budget,
