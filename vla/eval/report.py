@@ -104,11 +104,16 @@ def write_results(out_dir: Path, episodes: list[dict], info: dict) -> dict:
     return summary
 
 
+def summary_files(path: Path) -> list[Path]:
+    """The summary.json files of one evaluation directory, a sweep directory above several, or the file itself."""
+    path = Path(path)
+    return [path] if path.is_file() else sorted(path.rglob("summary.json"))
+
+
 def collect(dirs: list[Path]) -> list[dict]:
     summaries = []
     for d in dirs:
-        files = [d] if d.is_file() else sorted(Path(d).rglob("summary.json"))
-        summaries += [json.loads(f.read_text()) for f in files]
+        summaries += [json.loads(f.read_text()) for f in summary_files(d)]
     if not summaries:
         raise FileNotFoundError(f"no summary.json under {', '.join(map(str, dirs))}")
     return summaries
