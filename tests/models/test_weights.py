@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.models.helpers import make_batch, randomized_policy
-from vla.models import build_policy
+from vla.models import build_policy, load_policy_config
 from vla.models import weights as W
 
 PALI, EXPERT = W.PALI, W.EXPERT
@@ -224,3 +224,57 @@ def test_openpi_keys_do_not_depend_on_transformers_nesting():
     v4 = W.openpi_key("image_encoder.tower.vision_model.encoder.layers.3.self_attn.q_proj.weight")
     v5 = W.openpi_key("image_encoder.tower.encoder.layers.3.self_attn.q_proj.weight")
     assert v4 == v5 == SIG + "encoder.layers.3.self_attn.q_proj.weight"
+
+
+def test_jax_einsum_weights_map_to_linears_that_compute_the_same_einsums():
+    """Each JAX einsum weight of openpi's Gemma and SigLIP, mapped to a torch Linear and used the way our layers use it
+    (heads split as (N, H) by `view`, joined by `reshape`), computes openpi's einsum. Both Gemma experts have
+    heads * head_dim != width, so a mapping that only holds when they are equal (openpi's PaliGemma conversion rule
+    for the attention output, reshape to (N*H, D) after a transpose) cannot pass."""
+    cfg = load_policy_config("pi05_tiny", vlm={"width": 48}, expert={"width": 24})
+    N, K, H = cfg.vlm.num_heads, cfg.vlm.num_kv_heads, cfg.vlm.head_dim
+    assert N * H not in (cfg.vlm.width, cfg.expert.width)
+    policy = build_policy(cfg)
+    rng = np.random.default_rng(0)
+    flat = {k: rng.standard_normal(v.shape).astype(np.float32)
+            for k, v in W.openpi_to_jax(W.to_openpi(policy.state_dict()), cfg).items()}
+    state = {k: torch.from_numpy(v.copy()) for k, v in W.jax_to_openpi(flat, cfg).items()}
+    policy.load_state_dict(W.convert_openpi_state(state, policy.state_dict(), cfg.pi05))
+
+    def check(linear: torch.nn.Module, x: np.ndarray, expected: np.ndarray) -> None:
+        out = linear(torch.from_numpy(x.reshape(*x.shape[:2], -1))).detach().numpy()
+        np.testing.assert_allclose(out.reshape(expected.shape), expected, rtol=1e-5, atol=1e-4)
+
+    B, T, L, depth = 2, 3, "PaliGemma/llm/layers/", cfg.vlm.depth
+    for e, (sfx, expert) in enumerate((("", cfg.vlm), ("_1", cfg.expert))):
+        width, mlp_dim = expert.width, expert.mlp_dim
+        q, kv = flat[f"{L}attn/q_einsum{sfx}/w"], flat[f"{L}attn/kv_einsum{sfx}/w"]
+        o = flat[f"{L}attn/attn_vec_einsum{sfx}/w"]
+        gating, down = flat[f"{L}mlp{sfx}/gating_einsum"], flat[f"{L}mlp{sfx}/linear"]
+        # openpi's shapes, written out (not taken from our own inverse mapping)
+        assert (q.shape, kv.shape, o.shape) == ((depth, N, width, H), (depth, 2, K, width, H), (depth, N, H, width))
+        assert (gating.shape, down.shape) == ((depth, 2, width, mlp_dim), (depth, mlp_dim, width))
+        for i, layer in enumerate(policy.transformer.layers):
+            blk = layer.experts[e]
+            x = rng.standard_normal((B, T, width)).astype(np.float32)
+            heads = rng.standard_normal((B, T, N, H)).astype(np.float32)
+            hidden = rng.standard_normal((B, T, mlp_dim)).astype(np.float32)
+            check(blk.q_proj, x, np.einsum("BTD,NDH->BTNH", x, q[i]))
+            k, v = np.einsum("BSD,CKDH->CBSKH", x, kv[i])
+            check(blk.k_proj, x, k)
+            check(blk.v_proj, x, v)
+            check(blk.o_proj, heads, np.einsum("BTNH,NHD->BTD", heads, o[i]))
+            gate, up = np.einsum("BTD,CDF->CBTF", x, gating[i])
+            check(blk.gate_proj, x, gate)
+            check(blk.up_proj, x, up)
+            check(blk.down_proj, hidden, np.einsum("BTF,FD->BTD", hidden, down[i]))
+
+    mha, Nv = "PaliGemma/img/Transformer/encoderblock/MultiHeadDotProductAttention_0/", cfg.vision.num_heads
+    kernel, bias = (lambda name, i: flat[f"{mha}{name}/kernel"][i]), (lambda name, i: flat[f"{mha}{name}/bias"][i])
+    for i, layer in enumerate(policy.image_encoder.encoder_layers):
+        attn = layer.self_attn
+        x = rng.standard_normal((B, T, cfg.vision.width)).astype(np.float32)
+        heads = rng.standard_normal((B, T, Nv, cfg.vision.width // Nv)).astype(np.float32)
+        for name, linear in (("query", attn.q_proj), ("key", attn.k_proj), ("value", attn.v_proj)):
+            check(linear, x, np.einsum("BTD,DNH->BTNH", x, kernel(name, i)) + bias(name, i))
+        check(attn.out_proj, heads, np.einsum("BTNH,NHD->BTD", heads, kernel("out", i)) + bias("out", i))
