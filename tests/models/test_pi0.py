@@ -9,7 +9,7 @@ import torch
 from tests.models.helpers import make_batch, randomized_policy
 from vla.models import build_policy
 from vla.models.gemma import AdaRMSNorm, RMSNorm, rope
-from vla.models.pi0 import make_attn_mask, sample_flow_time, sincos_time_embedding, trim_prompt_padding
+from vla.models.pi0 import jax_linspace, make_attn_mask, sample_flow_time, sincos_time_embedding, trim_prompt_padding
 
 VARIANTS = ["pi05_tiny", "pi0_tiny"]
 
@@ -50,6 +50,19 @@ def test_time_embedding_reference_values():
     np.testing.assert_allclose(emb[0, 512:515], [1.0, -0.4348655, -0.5049507], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(emb[1, 0:3], [-6.214646e-05, -7.831888e-01, 8.716945e-01], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(emb[1, 1021:1024], [-4.30343e-02, -2.13766e-02, -4.37e-08], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("width", [32, 64, 128, 256, 512, 1024])
+def test_time_embedding_fractions_are_jnp_linspace_bit_for_bit(width):
+    """The log-spacing fractions of the time embedding equal openpi's `jnp.linspace(0.0, 1.0, width // 2)` exactly
+    (torch.linspace does not: some elements are 1 ulp apart)."""
+    import jax.numpy as jnp
+
+    ours = jax_linspace(width // 2).numpy()
+    theirs = np.asarray(jnp.linspace(0.0, 1.0, width // 2))
+    assert ours.dtype == theirs.dtype == np.float32
+    np.testing.assert_array_equal(ours, theirs)
+    assert jax_linspace(1).tolist() == np.asarray(jnp.linspace(0.0, 1.0, 1)).tolist() == [0.0]
 
 
 def test_attention_mask_reference_example():
