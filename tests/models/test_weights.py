@@ -1,5 +1,11 @@
 """Checkpoint layouts: openpi PyTorch, LeRobot, openpi JAX (Orbax) — key coverage, round trips, clear errors."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +15,7 @@ from tests.models.helpers import make_batch, randomized_policy
 from vla.models import build_policy, load_policy_config
 from vla.models import weights as W
 
+REPO = Path(__file__).resolve().parents[2]
 PALI, EXPERT = W.PALI, W.EXPERT
 SIG = PALI + "vision_tower.vision_model."
 
@@ -278,3 +285,85 @@ def test_jax_einsum_weights_map_to_linears_that_compute_the_same_einsums():
         for name, linear in (("query", attn.q_proj), ("key", attn.k_proj), ("value", attn.v_proj)):
             check(linear, x, np.einsum("BTD,DNH->BTNH", x, kernel(name, i)) + bias(name, i))
         check(attn.out_proj, heads, np.einsum("BTNH,NHD->BTD", heads, kernel("out", i)) + bias("out", i))
+
+
+def test_readme_loading_example_leaves_a_ready_model(tmp_path):
+    """README's loading example as written (meta build, to_empty, load_pretrained), then a forward: no checkpoint
+    holds SigLIP's position ids, so load_pretrained must set them, or the images are embedded at wrong positions."""
+    source = randomized_policy("pi05_tiny", seed=3)
+    W.save_openpi(source.state_dict(), tmp_path / "model.safetensors")  # openpi PyTorch layout
+
+    from vla.models.weights import load_pretrained
+
+    with torch.device("meta"):
+        policy = build_policy("pi05_tiny")
+    policy.to_empty(device="cpu")
+    load_pretrained(policy, tmp_path)
+
+    batch = make_batch(policy.cfg)
+    noise = torch.randn(batch["actions"].shape, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(policy.eval().sample_actions(batch, noise=noise), source.sample_actions(batch, noise=noise))
+
+
+def _training_checkpoint(path, name: str, seed: int = 2):
+    """A directory laid out like one of train.py's checkpoints: EMA weights in openpi's layout + config.yaml."""
+    from omegaconf import OmegaConf
+
+    policy = randomized_policy(name, seed=seed)
+    path.mkdir()
+    W.save_openpi(policy.state_dict(), path / "ema.safetensors")
+    (path / "config.yaml").write_text(OmegaConf.to_yaml({"model": OmegaConf.structured(policy.cfg)}))
+    return policy
+
+
+@pytest.mark.parametrize("layout", W.LAYOUTS)
+def test_export_command_round_trips_through_the_loader(layout, tmp_path):
+    source = _training_checkpoint(tmp_path / "ckpt", "pi0_tiny")
+    W.main(["export", "--checkpoint", str(tmp_path / "ckpt"), "--layout", layout, "--out", str(tmp_path / "out")])
+    assert W.find_weights(tmp_path / "out")[0] == ("jax" if layout == "jax" else "torch")
+    if layout != "jax":
+        keys = list(load_file(str(tmp_path / "out" / "model.safetensors")))
+        assert all(k.startswith("model.") for k in keys) == (layout == "lerobot")
+    assert (tmp_path / "out" / "config.json").is_file() == (layout == "openpi")
+    loaded = build_policy("pi0_tiny")
+    W.load_pretrained(loaded, tmp_path / "out")
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "out"]  # no temp dir left behind
+
+
+def test_export_without_config_needs_model_name(tmp_path):
+    source = randomized_policy("pi05_tiny")
+    W.save_openpi(source.state_dict(), tmp_path / "model.safetensors")
+    with pytest.raises(W.CheckpointError, match="no config.yaml with a model section.*pass --model"):
+        W.checkpoint_config(tmp_path, None)
+    W.main(["export", "--checkpoint", str(tmp_path / "model.safetensors"), "--model", "pi05_tiny", "--layout", "openpi",
+            "--out", str(tmp_path / "out")])
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config == {"action_dim": 32, "action_horizon": 10, "paligemma_variant": "custom_64",  # conf/model/pi05_tiny
+                      "action_expert_variant": "custom_32", "precision": "float32", "pi05": True}
+    W.load_pretrained(build_policy("pi05_tiny"), tmp_path / "out")
+
+
+def test_openpi_config_names_openpi_variants():
+    bf16 = {"x": torch.zeros(1, dtype=torch.bfloat16)}
+    config = W.openpi_config(load_policy_config("pi0"), bf16)
+    assert (config["paligemma_variant"], config["action_expert_variant"]) == ("gemma_2b", "gemma_300m")
+    assert (config["precision"], config["pi05"], config["action_horizon"]) == ("bfloat16", False, 50)
+
+
+def test_export_errors_are_one_line_and_write_nothing(tmp_path):
+    """The real command line: a checkpoint that does not fit the model, and an existing --out."""
+    _training_checkpoint(tmp_path / "ckpt", "pi05_tiny")
+    command = [sys.executable, "-m", "vla.models.weights", "export", "--checkpoint", str(tmp_path / "ckpt"),
+               "--layout", "jax"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    wrong = subprocess.run(command + ["--model", "pi0_tiny", "--out", str(tmp_path / "out")], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1
+    assert wrong.stderr.count("\n") == 1 and "holds a pi05 model but the config builds pi0" in wrong.stderr
+    (tmp_path / "taken").mkdir()
+    taken = subprocess.run(command + ["--out", str(tmp_path / "taken")], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert taken.returncode == 1 and taken.stderr.count("\n") == 1 and "taken exists" in taken.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "taken"] and not any((tmp_path / "taken").iterdir())

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from vla.data.lerobot import DATASET_IMAGE_KEYS, DATASET_MASK_KEYS, schema_from_row
+from vla.data.lerobot import schema_from_row
+from vla.data.schema import DATASET_IMAGE_KEYS, DATASET_MASK_KEYS
 
 
 def _column(table, name: str) -> np.ndarray:

@@ -26,12 +26,10 @@ import numpy as np
 from vla.data.config import TaskConfig
 from vla.data.maniskill import Episode
 from vla.data.norm_stats import compute_norm_stats, save_norm_stats
+from vla.data.schema import DATASET_IMAGE_KEYS, DATASET_MASK_KEYS, camera_for
 
 log = logging.getLogger(__name__)
 
-# observation-schema image key -> dataset feature (and its mask feature)
-DATASET_IMAGE_KEYS = {"base_0_rgb": "image", "left_wrist_0_rgb": "wrist_image"}
-DATASET_MASK_KEYS = {"left_wrist_0_rgb": "wrist_mask"}  # the base camera is always present
 STATE_NAMES = ["joint1", "joint2", "joint3", "joint4", "joint5", "joint6", "joint7", "finger"]
 ACTION_NAMES = ["dx", "dy", "dz", "drx", "dry", "drz", "gripper"]
 
@@ -66,11 +64,6 @@ def schema_from_row(row: dict) -> dict:
         "state": state.numpy() if hasattr(state, "numpy") else np.asarray(state),
         "prompt": row["task"],
     }
-
-
-def camera_for(task: TaskConfig, schema_key: str) -> str | None:
-    """ManiSkill camera feeding a schema image key, or None if the task has no such camera."""
-    return next((cam for cam, key in task.cameras.items() if key == schema_key), None)
 
 
 @dataclass

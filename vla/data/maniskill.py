@@ -36,6 +36,7 @@ import h5py
 import numpy as np
 
 from vla.data.config import TaskConfig
+from vla.data.schema import DATASET_IMAGE_KEYS, camera_for
 
 log = logging.getLogger(__name__)
 
@@ -421,8 +422,6 @@ def observation_from_env(obs: dict, task: TaskConfig, prompt: str | None = None,
     """A ManiSkill observation (obs_mode="rgb"; batched over envs as ManiSkill returns it) -> the observation schema
     of the converted datasets: the task's cameras under their schema keys, the hand camera's stand-in as zeros and
     mask False when the task has none, state = qpos[:qpos_dim] + the task's state_extra entries."""
-    from vla.data.lerobot import DATASET_IMAGE_KEYS, camera_for
-
     S = task.image_size
     images, masks = {}, {}
     for schema_key in DATASET_IMAGE_KEYS:

@@ -56,7 +56,7 @@ def open_loop_errors(act: ActFn, dataset: ChunkedDataset, model_action_dim: int,
         samples = [dataset[int(i)] for i in idx[start:start + batch_size]]
         obs = [_observation(s) for s in samples]
         if swap_images:
-            for o, d in zip(obs, donors[start:start + batch_size]):
+            for o, d in zip(obs, donors[start:start + batch_size], strict=True):
                 donor = dataset[int(d)]
                 o["images"], o["image_masks"] = donor["images"], donor["image_masks"]
         horizon = samples[0]["actions"].shape[0]

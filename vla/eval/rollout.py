@@ -113,7 +113,7 @@ def run_episodes(
                 obs.append(o)
             noise = torch.stack([torch.randn(H, A, generator=running[w].generator) for w in workers])
             chunks = policy.act(obs, noise)
-            for w, chunk in zip(workers, chunks):
+            for w, chunk in zip(workers, chunks, strict=True):
                 ep = running[w]
                 k = min(replan_steps, max_episode_steps - ep.steps)
                 pool.send(w, "run", np.clip(chunk[:k], -1.0, 1.0))  # pd_ee_delta_pose actions live in [-1, 1]

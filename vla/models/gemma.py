@@ -172,7 +172,7 @@ class JointLayer(nn.Module):
         skip = [skip_prefix_output, False]
         qs, ks, vs, gates, q_lengths, q_positions = [], [], [], [], [], []
         offset = 0
-        for e, (blk, x, cond) in enumerate(zip(self.experts, hidden, conds)):
+        for e, (blk, x, cond) in enumerate(zip(self.experts, hidden, conds, strict=True)):
             if x is None:
                 gates.append(None)
                 continue
@@ -213,7 +213,7 @@ class JointLayer(nn.Module):
         outs = iter(out.split(q_lengths, dim=1))
 
         new_hidden: list[torch.Tensor | None] = []
-        for e, (blk, x, cond, gate) in enumerate(zip(self.experts, hidden, conds, gates)):
+        for e, (blk, x, cond, gate) in enumerate(zip(self.experts, hidden, conds, gates, strict=True)):
             if x is None or skip[e]:
                 new_hidden.append(None)
                 continue

@@ -1,22 +1,33 @@
-"""Checkpoint import/export (spec §6).
-
-Three layouts load into our module, and the first one is exported:
-  * openpi PyTorch  `model.safetensors`, keys `paligemma_with_expert.…`, `action_in_proj.…` (spec §6.2)
+"""Checkpoint import/export in three layouts, each read and written:
+  * openpi PyTorch  `model.safetensors`, keys `paligemma_with_expert.…`, `action_in_proj.…` (the keys of openpi's
+    `PI0Pytorch`, as its `examples/convert_jax_model_to_pytorch.py` writes them, with a `config.json` beside them)
   * LeRobot pi0/pi05 `model.safetensors`: the same keys prefixed `model.`
-  * openpi JAX `params` (Orbax PyTree, spec §6.1), mapped with the rules of §6.3 (generic o-proj rule)
+  * openpi JAX `params` (Orbax PyTree of `openpi.models.pi0`), mapped with that conversion script's transposes
+    (o-proj by the generic rule)
 Our own parameter names mirror openpi's PyTorch layout one-to-one (same shapes, nn.Linear (out, in)), so the
 PyTorch mapping is a pure renaming. Pi0 vs Pi0.5 is detected from the keys, never from the path.
+
+Command line: `python -m vla.models.weights export --checkpoint <dir> --layout openpi|lerobot|jax --out <dir>`
+(`--model <name>` when the checkpoint has no config.yaml).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
+
+from vla.models import build_policy, load_policy_config
+from vla.models.config import PolicyConfig
 
 PALI = "paligemma_with_expert.paligemma.model."
 EXPERT = "paligemma_with_expert.gemma_expert.model."
@@ -314,7 +325,11 @@ def read_jax_params(path: str | Path) -> dict[str, np.ndarray]:
 
 def save_jax_params(flat: dict[str, np.ndarray], path: str | Path) -> None:
     """Write flat JAX params as an Orbax PyTree `{"params": tree}` (openpi's `params` layout)."""
-    import orbax.checkpoint as ocp
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError as e:
+        raise CheckpointError(f"{path}: writing openpi JAX params needs the optional extra: "
+                              "pip install -e '.[jax]'") from e
 
     tree: dict = {}
     for key, value in flat.items():
@@ -358,19 +373,94 @@ def read_pretrained(path: str | Path, cfg, reference: dict[str, torch.Tensor]) -
 
 
 def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
-    """Load any supported checkpoint into `model` in place (strict; errors name the offending keys)."""
+    """Load any supported checkpoint into `model` in place (strict; errors name the offending keys) and leave it ready
+    to run: the non-persistent buffers, which no checkpoint holds (SigLIP's position ids), are set too, so that a model
+    built on the meta device and allocated with `to_empty` needs nothing else."""
     ours = model.state_dict()
     with torch.no_grad():
         for name, value in read_pretrained(path, model.cfg, ours).items():
             ours[name].copy_(value.to(ours[name].dtype))
+    model.init_buffers()
 
 
-def export_config(model: torch.nn.Module, path: str | Path) -> None:
-    """openpi's conversion writes a config.json next to model.safetensors; write the same fields."""
-    cfg = model.cfg
-    Path(path).write_text(json.dumps({
+def openpi_config(cfg: PolicyConfig, state: dict[str, torch.Tensor]) -> dict:
+    """The `config.json` openpi's conversion writes next to model.safetensors (action_dim, action_horizon, the two
+    Gemma variants, precision), plus `pi05`. Sizes that are not openpi's are named `custom_<width>`."""
+    dtypes = {str(v.dtype).removeprefix("torch.") for v in state.values()}
+    return {
         "action_dim": cfg.action_dim, "action_horizon": cfg.action_horizon,
-        "paligemma_variant": "gemma_2b" if cfg.vlm.width == 2048 else f"custom_{cfg.vlm.width}",
-        "action_expert_variant": "gemma_300m" if cfg.expert.width == 1024 else f"custom_{cfg.expert.width}",
-        "precision": "float32", "pi05": cfg.pi05,
-    }, indent=2))
+        "paligemma_variant": "gemma_2b" if cfg.vlm == PolicyConfig().vlm else f"custom_{cfg.vlm.width}",
+        "action_expert_variant": "gemma_300m" if cfg.expert == PolicyConfig().expert else f"custom_{cfg.expert.width}",
+        "precision": dtypes.pop() if len(dtypes) == 1 else "mixed", "pi05": cfg.pi05,
+    }
+
+
+LAYOUTS = ("openpi", "lerobot", "jax")
+
+
+def checkpoint_config(checkpoint: str | Path, model: str | None) -> PolicyConfig:
+    """The model config of `checkpoint`: conf/model/<model>.yaml when named, else the `model` section of the
+    config.yaml our training writes into each checkpoint."""
+    if model is not None:
+        return load_policy_config(model)
+    checkpoint = Path(checkpoint)
+    config = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "config.yaml"
+    model_section = OmegaConf.load(config).get("model") if config.is_file() else None
+    if model_section is None:
+        raise CheckpointError(f"{checkpoint}: no config.yaml with a model section (not one of our training "
+                              "checkpoints): pass --model <name>, the conf/model config it was built with")
+    return load_policy_config(model_section)
+
+
+def export_checkpoint(checkpoint: str | Path, layout: str, out: str | Path, cfg: PolicyConfig) -> Path:
+    """Any checkpoint `load_pretrained` reads -> a new directory `out` in `layout`: `model.safetensors` (+ openpi's
+    `config.json` for "openpi") or `params/` (Orbax) for "jax". Weights keep their stored dtype (JAX: float32).
+    Written into a temp dir renamed at the end: a failure leaves nothing."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    out = Path(out).absolute()
+    if out.exists():
+        raise FileExistsError(f"{out} exists: choose another --out or remove it")
+    with torch.device("meta"):
+        reference = build_policy(cfg).state_dict()
+    state = read_pretrained(checkpoint, cfg, reference)  # validated before anything is written
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if layout == "jax":
+            save_jax_params(openpi_to_jax(to_openpi(state), cfg), tmp / "params")
+        else:
+            save_openpi(state, tmp / "model.safetensors", lerobot=layout == "lerobot")
+        if layout == "openpi":
+            (tmp / "config.json").write_text(json.dumps(openpi_config(cfg, state), indent=2))
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m vla.models.weights", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = ap.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write a checkpoint in another layout")
+    export.add_argument("--checkpoint", required=True,
+                        help="one of our checkpoint dirs (its EMA weights), an openpi / LeRobot model.safetensors or "
+                             "its dir, or an openpi JAX checkpoint dir")
+    export.add_argument("--layout", required=True, choices=LAYOUTS)
+    export.add_argument("--out", required=True, help="the directory to create")
+    export.add_argument("--model", default=None,
+                        help="model config name (conf/model/<name>.yaml); default: the checkpoint's config.yaml")
+    args = ap.parse_args(argv)
+    try:
+        out = export_checkpoint(args.checkpoint, args.layout, args.out, checkpoint_config(args.checkpoint, args.model))
+    except (CheckpointError, FileExistsError, ValueError) as e:
+        print(f"vla.models.weights: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"wrote {out} ({args.layout} layout)")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,13 +18,13 @@ def plot_runs(runs: list[Path], out: Path, keys: list[str], labels: list[str] | 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
-    for run, label in zip(runs, labels or [r.name for r in runs]):
+    for run, label in zip(runs, labels or [r.name for r in runs], strict=True):
         records = read_metrics(run)
-        for ax, key in zip(axes[0], keys):
+        for ax, key in zip(axes[0], keys, strict=True):
             points = [(r["step"], r[key]) for r in records if key in r]
             if points:
-                ax.plot(*zip(*points), label=label)
-    for ax, key in zip(axes[0], keys):
+                ax.plot(*zip(*points, strict=True), label=label)
+    for ax, key in zip(axes[0], keys, strict=True):
         ax.set_title(key)
         ax.set_xlabel("step")
         if key.endswith("loss"):
