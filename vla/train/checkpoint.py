@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -24,10 +23,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.checkpoint.stateful import Stateful
-from torch.distributed.tensor import DTensor
 
 from vla.models.lora import merge_lora
 from vla.models.weights import save_openpi
+from vla.train.distributed import barrier, full_tensor, get_rank
 from vla.train.ema import EMA
 
 
@@ -59,7 +58,7 @@ def full_ema_state_dict(ema: EMA, weights: dict[str, torch.Tensor], rank: int) -
     """`weights` (rank 0's full state dict) with the trainable entries replaced by their EMA; a collective."""
     out = dict(weights)
     for name, t in ema.state_dict().items():
-        full = t.full_tensor() if isinstance(t, DTensor) else t
+        full = full_tensor(t)
         if rank == 0:
             out[name] = full.detach().cpu()
     return out
@@ -85,13 +84,13 @@ def save_checkpoint(
     keep_last: int,
     keep_period: int | None,
 ) -> Path:
-    rank = dist.get_rank()
+    rank = get_rank()
     root = run_dir / "checkpoints"
     final, tmp = root / str(step), root / f".tmp-{step}"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while saving
         (tmp / "state").mkdir(parents=True)
-    dist.barrier()
+    barrier()
 
     dcp.save({"train": TrainingState(model, optimizer, ema)}, checkpoint_id=str(tmp / "state"))
     if rank == 0:
@@ -106,11 +105,11 @@ def save_checkpoint(
         for name, src in extra_files.items():
             shutil.copyfile(src, tmp / name)
         (tmp / "config.yaml").write_text(config_yaml)
-    dist.barrier()
+    barrier()
     if rank == 0:
         tmp.rename(final)
         prune_checkpoints(run_dir, keep_last, keep_period)
-    dist.barrier()
+    barrier()
     return final
 
 
