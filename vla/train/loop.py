@@ -33,7 +33,7 @@ from vla.models import build_policy
 from vla.models.lora import apply_lora, lora_scales
 from vla.models.pi0 import Pi0Policy, sample_flow_time
 from vla.models.weights import read_pretrained
-from vla.train.checkpoint import checkpoint_steps, load_checkpoint, save_checkpoint
+from vla.train.checkpoint import checkpoint_steps, has_weights, load_checkpoint, save_checkpoint
 from vla.train.distributed import (
     all_reduce_max_,
     all_reduce_sum_,
@@ -150,7 +150,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
                 progress.set_postfix(loss=f"{last['train/loss']:.4f}", lr=f"{lr:.2e}")
             window.reset()
         if at_save:
-            save(run, cfg, run_dir, layout)
+            save(run, cfg, run_dir, layout, export_weights=export_due(cfg, run.step))
             window.start = time.perf_counter()  # saving is not training time
         if stopping:
             break
@@ -169,6 +169,11 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
 
 def check_config(cfg: TrainConfig, run_dir: Path) -> None:
     """Settings that would otherwise fail mid-run, or silently destroy a previous run's checkpoints."""
+    pretrained = cfg.model.pretrained
+    if pretrained and (Path(pretrained) / "state").is_dir() and not has_weights(pretrained):
+        raise ValueError(f"model.pretrained={pretrained}: this training checkpoint holds only the resume state "
+                         "(state/), no model.safetensors (export_interval): point at one of its run's checkpoints "
+                         "that has weights, or continue that run with resume=true")
     if not cfg.resume and checkpoint_steps(run_dir):
         raise ValueError(f"{run_dir} already holds checkpoints {checkpoint_steps(run_dir)}: pass resume=true to "
                          "continue that run, or choose another run_name")
@@ -233,8 +238,8 @@ class TrainData:
     """This rank's batches in order, and the position in the epoch that a checkpoint stores. An optimizer step never
     mixes two epochs, whatever the micro-batch / rank layout: an epoch is a whole number of steps."""
 
-    def __init__(self, dataset, extra_files: dict[str, Path], num_episodes: int, sampler: EpochSampler, loader,
-                 layout: Layout):
+    def __init__(self, dataset: torch.utils.data.Dataset, extra_files: dict[str, Path], num_episodes: int,
+                 sampler: EpochSampler, loader: torch.utils.data.DataLoader, layout: Layout):
         self.dataset, self.extra_files, self.num_episodes = dataset, extra_files, num_episodes
         self.sampler, self.loader, self.micro, self.world = sampler, loader, layout.micro, layout.world
         self.batches_per_epoch = sampler.per_rank // (layout.micro * layout.accum) * layout.accum
@@ -478,19 +483,25 @@ def peak_memory_gb(device: torch.device) -> float:
 # ---- save
 
 
+def export_due(cfg: TrainConfig, step: int) -> bool:
+    """Consolidated weights every `export_interval` steps and at the last step (a stop request's checkpoint, written
+    within a scheduler's grace period, holds only what resume needs unless it falls on one of these)."""
+    return step == cfg.num_steps or (cfg.export_interval is not None and step % cfg.export_interval == 0)
+
+
 def save_due(cfg: TrainConfig, step: int) -> bool:
-    """A checkpoint every `save_interval` steps and at the last step; none at all with save_interval=null."""
-    return cfg.save_interval is not None and (step % cfg.save_interval == 0 or step == cfg.num_steps)
+    """A checkpoint every `save_interval` steps and at every export; none at all with save_interval=null."""
+    return cfg.save_interval is not None and (step % cfg.save_interval == 0 or export_due(cfg, step))
 
 
-def save(run: Run, cfg: TrainConfig, run_dir: Path, layout: Layout) -> None:
+def save(run: Run, cfg: TrainConfig, run_dir: Path, layout: Layout, *, export_weights: bool) -> None:
     train_state = {
         "step": run.step, "epoch": run.data.epoch, "samples_in_epoch": run.data.samples_in_epoch(),
         "generator": run.gen.get_state().cpu(),
     }
     path = save_checkpoint(
         run_dir, run.step, run.policy, run.optimizer, run.ema, train_state, run.data.extra_files, run.config_yaml,
-        run.lora_scales, cfg.keep_last, cfg.keep_period,
+        run.lora_scales, cfg.keep_last, cfg.keep_period, export_weights=export_weights,
     )
     if layout.rank == 0:
-        log.info("step %d: saved %s", run.step, path)
+        log.info("step %d: saved %s%s", run.step, path, "" if export_weights else " (resume state only)")
