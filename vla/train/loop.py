@@ -124,9 +124,22 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     mesh = init_mesh(device, world)
     run_dir.mkdir(parents=True, exist_ok=True)
     run = setup(cfg, run_dir, layout, mesh)
-    metrics = MetricsLogger(run_dir, enabled=rank == 0)
-    progress = progress_bar(cfg, run.step) if rank == 0 and cfg.progress else None
-    window = LogWindow(device)
+    try:
+        last = run_loop(cfg, run_dir, run, layout, stop)
+    finally:
+        run.data.close()
+    if run.step < cfg.num_steps:  # left the loop on a stop request
+        saved = f"saved {run_dir / 'checkpoints' / str(run.step)}; resume=true continues it" if cfg.save_interval \
+            else "nothing saved (save_interval=null)"
+        raise TrainingStopped(f"stopped by SIGTERM after step {run.step} of {cfg.num_steps}: {saved}")
+    return last
+
+
+def run_loop(cfg: TrainConfig, run_dir: Path, run: Run, layout: Layout, stop: StopRequest) -> dict:
+    """Step, log, save until the last step or a stop request; returns the last logged metrics."""
+    metrics = MetricsLogger(run_dir, enabled=layout.rank == 0)
+    progress = progress_bar(cfg, run.step) if layout.rank == 0 and cfg.progress else None
+    window = LogWindow(layout.device)
     last: dict = {}
     while run.step < cfg.num_steps:
         lr = learning_rate(run.step, cfg.optim)
@@ -137,7 +150,7 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
             progress.update(1)
 
         # a stop request is acted on at once by a single rank; several ranks agree on it at the next log interval
-        stopping = stop.requested and world == 1
+        stopping = stop.requested and layout.world == 1
         at_log = run.step % cfg.log_interval == 0 or stopping or run.step == cfg.num_steps
         at_save = save_due(cfg, run.step)
         if at_log or at_save:
@@ -157,10 +170,6 @@ def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch
     if progress is not None:
         progress.close()
     metrics.close()
-    if run.step < cfg.num_steps:  # left the loop on a stop request
-        saved = f"saved {run_dir / 'checkpoints' / str(run.step)}; resume=true continues it" if cfg.save_interval \
-            else "nothing saved (save_interval=null)"
-        raise TrainingStopped(f"stopped by SIGTERM after step {run.step} of {cfg.num_steps}: {saved}")
     return last
 
 
@@ -268,6 +277,13 @@ class TrainData:
 
     def epochs_done(self) -> float:
         return self.epoch + self.batch_in_epoch / self.batches_per_epoch
+
+    def close(self) -> None:
+        """Shut the loader's workers down now. The batch generator and this object refer to each other, so without
+        this they would wait for the garbage collector; at interpreter exit that comes after multiprocessing has
+        asked the workers to terminate with SIGTERM, which they ignore (vla/data/dataset.py), and the exit hangs."""
+        self._batches.close()
+        self._batches = self.loader = None
 
 
 def build_data(cfg: TrainConfig, layout: Layout) -> TrainData:
