@@ -1,7 +1,7 @@
 """The SFT loop of one rank: data, model (FSDP2), AdamW + schedule + EMA, logging, checkpoints, exact resume.
 
-`_train` is the whole run in outline (setup, then step / log / save until the last step or a stop request); the
-pieces follow it in that order.
+`_train` (setup, the loop, the stop) and `run_loop` (step / log / save until the last step or a stop request) are the
+whole run in outline; the pieces follow them in that order: setup, step, log, save.
 
 Randomness is a function of (seed, step, position in the global batch) only: the flow-matching noise and time and
 the augmentation are drawn for the whole global batch from one generator shared by all ranks, each rank keeping its
