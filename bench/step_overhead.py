@@ -18,7 +18,6 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from torch.distributed.device_mesh import init_device_mesh
 
 from vla.data.config import register_configs as register_data
 from vla.data.dataset import SyntheticDataset
@@ -26,8 +25,9 @@ from vla.data.transforms import collate
 from vla.models import CONF_DIR
 from vla.models.config import register_configs as register_model
 from vla.train.config import register_configs as register_train
+from vla.train.distributed import init_distributed, init_mesh
 from vla.train.ema import EMA
-from vla.train.loop import build_model, init_distributed
+from vla.train.loop import build_model
 from vla.train.optim import ShardedAdamW, clip_grad_norm_
 
 TINY = {"vlm": dict(width=32, mlp_dim=32, num_heads=2, head_dim=16),
@@ -48,8 +48,8 @@ def main() -> None:
         cfg = OmegaConf.to_object(compose("train", overrides=[f"model={args.model}", "task=pushcube", "hardware=cpu",
                                                                "run_name=bench"] + tiny))
     torch.set_num_threads(1)
-    device = init_distributed(cfg)[2]
-    policy, _ = build_model(cfg, init_device_mesh("cpu", (1,)), device, 0)
+    device = init_distributed(cfg.hardware)[2]
+    policy, _ = build_model(cfg, init_mesh(device, 1), device, 0)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = (torch.optim.AdamW if args.dtensor_optimizer else ShardedAdamW)(params, lr=1e-4, foreach=True)
     ema = EMA(policy, 0.999)

@@ -181,6 +181,7 @@ class TrainConfig(RecipeConfig):
     run_name: str = MISSING  # run directory = run_root/run_name (multirun: Hydra's sweep dir/job subdir)
     log_interval: int = 100  # steps between TensorBoard / metrics.jsonl records (the loss is averaged over them)
     save_interval: int | None = 1000  # steps between checkpoints (the last step is always saved); null: never save
+    export_interval: int | None = 1000  # steps between checkpoints that also get model/ema.safetensors; null: last only
     keep_last: int = 1  # most recent checkpoints kept ...
     keep_period: int | None = 5000  # ... plus every checkpoint whose step is a multiple of this
     resume: bool = False  # continue from the newest checkpoint of the run directory
@@ -192,6 +193,8 @@ class TrainConfig(RecipeConfig):
         check(self.log_interval >= 1, f"log_interval={self.log_interval}: must be at least 1")
         check(self.save_interval is None or self.save_interval >= 1,
               f"save_interval={self.save_interval}: must be at least 1, or null for no checkpoints")
+        check(self.export_interval is None or self.export_interval >= 1,
+              f"export_interval={self.export_interval}: must be at least 1, or null for the last step only")
         check(self.keep_last >= 1, f"keep_last={self.keep_last}: at least the newest checkpoint must be kept")
         check(self.keep_period is None or self.keep_period >= 1,
               f"keep_period={self.keep_period}: must be at least 1, or null")

@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run dir -> its newest checkpoint with weights: a training checkpoint (which always holds model.safetensors,
-    written atomically) or a weights-only one (what tools/remote_gpu/pack_checkpoint.py unpacks: ema.safetensors +
-    config, no optimizer state); anything else as given."""
+    """A run dir -> its newest checkpoint with weights: a training checkpoint that holds model.safetensors (those
+    between two exports hold only the resume state and are skipped) or a weights-only one (what
+    tools/remote_gpu/pack_checkpoint.py unpacks: ema.safetensors + config, no optimizer state); anything else as
+    given."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")

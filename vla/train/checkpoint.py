@@ -1,11 +1,17 @@
 """Training checkpoints, written atomically (temp dir + rename) by all ranks together:
 
   <run>/checkpoints/<step>/
-    model.safetensors   consolidated weights in openpi's PyTorch layout (LoRA merged): any loader takes it
-    ema.safetensors     the same for the EMA weights (when EMA is on; preferred by `model.pretrained` and eval)
     state/              torch.distributed.checkpoint of model, optimizer and EMA (sharded, any world size)
                         + train_state.pt: step, data position (in global samples), RNG (the same on every rank)
+    model.safetensors   consolidated weights in openpi's PyTorch layout (LoRA merged): any loader takes it
+    ema.safetensors     the same for the EMA weights (when EMA is on; preferred by `model.pretrained` and eval)
     norm_stats.json  tokenizer.model  config.yaml
+
+Every checkpoint holds `state/`, written by all ranks in parallel: it is all that `resume=true` reads. The
+consolidated weights are gathered to rank 0 and written by it alone (2 x 13 GB for full Pi0.5), so only the checkpoints
+the loop asks for have them (`export_interval` and the run's last step). Readers of weights skip the others: eval
+resolves a run dir to its newest checkpoint that has weights (vla/eval/policy.py), and `model.pretrained` is refused
+at start-up when it names a checkpoint without them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -24,10 +29,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.checkpoint.stateful import Stateful
-from torch.distributed.tensor import DTensor
 
 from vla.models.lora import merge_lora
 from vla.models.weights import save_openpi
+from vla.train.distributed import barrier, full_tensor, get_rank
 from vla.train.ema import EMA
 
 
@@ -59,13 +64,22 @@ def full_ema_state_dict(ema: EMA, weights: dict[str, torch.Tensor], rank: int) -
     """`weights` (rank 0's full state dict) with the trainable entries replaced by their EMA; a collective."""
     out = dict(weights)
     for name, t in ema.state_dict().items():
-        full = t.full_tensor() if isinstance(t, DTensor) else t
+        full = full_tensor(t)
         if rank == 0:
             out[name] = full.detach().cpu()
     return out
 
 
+WEIGHT_FILES = ("model.safetensors", "ema.safetensors")
+
+
+def has_weights(ckpt_dir: str | Path) -> bool:
+    """Whether a checkpoint holds consolidated weights (not only the resume state)."""
+    return any((Path(ckpt_dir) / name).is_file() for name in WEIGHT_FILES)
+
+
 def checkpoint_steps(run_dir: str | Path) -> list[int]:
+    """Steps of the run's complete checkpoints (those `resume` can read), oldest first."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -84,44 +98,59 @@ def save_checkpoint(
     lora_scales: dict[str, float],
     keep_last: int,
     keep_period: int | None,
+    *,
+    export_weights: bool,
 ) -> Path:
-    rank = dist.get_rank()
+    """Write checkpoint `step` (a collective); with `export_weights`, also the consolidated weights."""
+    rank = get_rank()
     root = run_dir / "checkpoints"
     final, tmp = root / str(step), root / f".tmp-{step}"
     if rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)  # left over by a run killed while saving
         (tmp / "state").mkdir(parents=True)
-    dist.barrier()
+    barrier()
 
     dcp.save({"train": TrainingState(model, optimizer, ema)}, checkpoint_id=str(tmp / "state"))
     if rank == 0:
         torch.save(train_state, tmp / "state" / "train_state.pt")
+    if export_weights:
+        export_consolidated(tmp, model, ema, lora_scales, rank)
+    if rank == 0:
+        for name, src in extra_files.items():
+            shutil.copyfile(src, tmp / name)
+        (tmp / "config.yaml").write_text(config_yaml)
+    barrier()
+    if rank == 0:
+        tmp.rename(final)
+        prune_checkpoints(run_dir, keep_last, keep_period)
+    barrier()
+    return final
+
+
+def export_consolidated(
+    ckpt_dir: Path, model: torch.nn.Module, ema: EMA | None, lora_scales: dict[str, float], rank: int
+) -> None:
+    """model.safetensors (+ ema.safetensors) in openpi's layout, LoRA merged: gathered by all ranks, written by
+    rank 0."""
     weights = full_state_dict(model)
     ema_weights = full_ema_state_dict(ema, weights, rank) if ema is not None else None
     if rank == 0:
         merged = lambda sd: merge_lora(sd, lora_scales) if lora_scales else sd  # noqa: E731
-        save_openpi(merged(weights), tmp / "model.safetensors")
+        save_openpi(merged(weights), ckpt_dir / "model.safetensors")
         if ema_weights is not None:
-            save_openpi(merged(ema_weights), tmp / "ema.safetensors")
-        for name, src in extra_files.items():
-            shutil.copyfile(src, tmp / name)
-        (tmp / "config.yaml").write_text(config_yaml)
-    dist.barrier()
-    if rank == 0:
-        tmp.rename(final)
-        prune_checkpoints(run_dir, keep_last, keep_period)
-    dist.barrier()
-    return final
+            save_openpi(merged(ema_weights), ckpt_dir / "ema.safetensors")
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int, keep_period: int | None) -> None:
-    """Keep the newest `keep_last` and every multiple of `keep_period`; drop temp dirs of interrupted saves."""
+    """Keep the newest `keep_last`, every multiple of `keep_period` and the newest one with consolidated weights (so
+    that a run dir always has weights to evaluate once one was exported); drop temp dirs of interrupted saves."""
     for stale in (Path(run_dir) / "checkpoints").glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     steps = checkpoint_steps(run_dir)
     keep = set(steps[-keep_last:]) if keep_last > 0 else set()
     if keep_period:
         keep |= {s for s in steps if s % keep_period == 0}
+    keep |= set([s for s in steps if has_weights(Path(run_dir) / "checkpoints" / str(s))][-1:])
     for s in steps:
         if s not in keep:
             shutil.rmtree(Path(run_dir) / "checkpoints" / str(s))

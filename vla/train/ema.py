@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from vla.train.parallel import clean_name, local_shard
+from vla.train.distributed import local_shard
+from vla.train.parallel import clean_name
 
 
 class EMA:

@@ -12,11 +12,10 @@ at batch 22 per GPU (docs/benchmarks.md, session 15).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Shard
 from torch.optim.adamw import adamw
 
-from vla.train.parallel import local_shard
+from vla.train.distributed import all_reduce_sum_, local_shard
 
 
 class ShardedAdamW(torch.optim.AdamW):
@@ -83,7 +82,7 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
             raise ValueError("clip_grad_norm_: expected every gradient sharded over one 1-D mesh (FSDP2)")
         if mesh.size() > 1:
             norm_sq = norm.square()
-            dist.all_reduce(norm_sq, group=mesh.get_group())
+            all_reduce_sum_(norm_sq, group=mesh.get_group())
             norm = norm_sq.sqrt()
     coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     torch._foreach_mul_(local, coef.to(local[0].device))

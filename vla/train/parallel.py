@@ -1,4 +1,6 @@
-"""Every distributed and precision concern of training, in one function (torchtitan's `parallelize`)."""
+"""How the model is split over the ranks and run on them, in one function (torchtitan's `parallelize`): activation
+checkpointing, compilation, FSDP2 sharding and mixed precision. The process group, the mesh and the collectives are
+`distributed.py`'s."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import torch
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
-from torch.distributed.tensor import DTensor
 
 from vla.models.config import DTYPES
 from vla.models.pi0 import Pi0Policy
@@ -57,8 +58,3 @@ def clean_name(name: str) -> str:
     """Parameter name without the wrappers' prefixes (activation checkpointing, compile)."""
     return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
 
-
-def local_shard(t: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a DTensor (under no_grad a view, ~0.4 us; DTensor's own ops dispatch at ~20 us a tensor),
-    or the tensor itself."""
-    return t.to_local() if isinstance(t, DTensor) else t
