@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from vla.configs import ConfigError, EvalConfig, check_overrides, to_object, with_recorded_recipe
 from vla.eval.envs import EnvError
 from vla.eval.evaluate import evaluate
-from vla.eval.policy import resolve_checkpoint
+from vla.runs import resolve_checkpoint
 from vla.models.weights import CheckpointError
 
 log = logging.getLogger("eval")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vla.train.metrics import read_metrics
+from vla.runs import read_metrics
 
 
 def summary(run: Path, gpus: int, skip: int) -> dict:

@@ -39,7 +39,7 @@ from vla.models.config import PolicyConfig
 from vla.models.config import register_configs as register_model
 from vla.train.config import register_configs as register_train
 from vla.train.loop import train
-from vla.train.metrics import read_metrics
+from vla.runs import read_metrics
 
 PROFILED_STEPS = 2
 RANK, WORLD = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun

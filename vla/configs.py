@@ -27,9 +27,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from vla.data.config import DataConfig, TaskConfig
-from vla.data.transforms import AugmentConfig
-from vla.eval.config import EvalProtocol
+from vla.data.config import AugmentConfig, DataConfig, TaskConfig
 from vla.models.config import PolicyConfig
 
 CONFIG_MODULE = "vla.conf"  # conf/ at the repository root, installed as this package (setup.cfg package_dir)
@@ -124,6 +122,31 @@ class SyntheticDataConfig:
     num_samples: int = 100_000
     cameras: list[str] = field(default_factory=lambda: ["base_0_rgb", "left_wrist_0_rgb"])  # others masked (absent)
     num_tokens: int = 200  # valid prompt tokens per sample (<= model.max_token_len)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# eval.py's protocol, recorded with every training run, so that `eval.py checkpoint=<run>` measures a policy the way
+# its recipe says unless the command line overrides it
+
+@dataclass
+class EvalProtocol:
+    """ManiSkill's protocol: episode i resets the env with seed + i (reconfigured) and draws its policy noise from
+    seed + i, runs max_episode_steps steps ignoring terminations, and counts success_once and success_at_end."""
+
+    num_episodes: int = 50
+    # the first episode seed; the default is far from the demo seeds (task.demos.seed), so no episode starts from a
+    # training demo's initial state. A setting chosen by looking at these seeds is re-measured on other ones.
+    seed: int = 100000
+    replan_steps: int | None = None  # actions executed per predicted chunk; null: half the action horizon
+    max_episode_steps: int | None = None  # null: task.max_episode_steps (about 2x the mean demo length)
+    num_denoise_steps: int | None = None  # null: the model's (10)
+
+    def __post_init__(self) -> None:
+        for key in ("num_episodes", "replan_steps", "max_episode_steps", "num_denoise_steps"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"eval.{key}={value}: must be at least 1" + ("" if key == "num_episodes" else
+                                                                               ", or null for the default"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -304,8 +327,7 @@ def load_recipe(experiment: str, app: str = "train", overrides: Sequence[str] = 
     """An experiment as an app composes it, e.g. `load_recipe("pushcube_pi05").batch_size`."""
     if experiment not in group_options("experiment"):
         raise ConfigError(f"unknown experiment {experiment!r} (known: {', '.join(group_options('experiment'))})")
-    extra = ["run_name=recipe"] if app == "train" else []
-    return to_object(compose(app, [f"+experiment={experiment}", *extra, *overrides]), f"experiment={experiment}")
+    return to_object(compose(app, [f"+experiment={experiment}", *overrides]), f"experiment={experiment}")
 
 
 def check_overrides(schema: type[RecipeConfig], overrides: Sequence[str], app: str) -> None:

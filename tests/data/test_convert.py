@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.data.helpers import IMAGE_SIZE, load_task, trajectories
-from vla.data.config import ConvertConfig
+from vla.configs import ConvertConfig
+from vla.data.config import DataConfig
 from vla.data.convert import convert
 from vla.models import load_policy_config
 
@@ -43,6 +44,10 @@ def test_missing_input(kind, tmp_path):
     with pytest.raises(DataError, match=f"^{path}: {expected}$"):
         convert(cfg)
     assert not (tmp_path / "ds").exists()
+    if kind == "missing":  # an existing output is not what is wrong: the missing input is reported
+        (tmp_path / "ds").mkdir()
+        with pytest.raises(DataError, match=f"^{path}: {expected}$"):
+            convert(cfg)
 
 
 def test_outlier_frame_is_refused_or_its_episode_dropped(copy_demo, tmp_path):
@@ -66,11 +71,11 @@ def test_outlier_frame_is_refused_or_its_episode_dropped(copy_demo, tmp_path):
     cfg = ConvertConfig(task=load_task("pickcube", image_size=IMAGE_SIZE), model=load_policy_config("pi05_tiny"),
                         input=str(h5), output=str(out))
     expected = (rf"^{re.escape(str(h5))}: {trajs[0]}: actions\[5, 3\] = 0.05 normalizes to .* q01=0, q99=0, "
-                r".*drop_outliers=true")
+                r".*data.drop_outliers=true")
     with pytest.raises(DataError, match=expected):
         convert(cfg)
     assert not out.exists()
-    cfg.drop_outliers = True
+    cfg.data.drop_outliers = True
     report = convert(cfg)
     assert report.episodes == len(trajs) - 1
     stats = json.loads((out / "norm_stats.json").read_text())["norm_stats"]["actions"]
@@ -131,7 +136,7 @@ def test_idle_frames_are_left_out_with_their_images(demo_files, tmp_path):
     task = load_task("pickcube", image_size=IMAGE_SIZE)
     out = tmp_path / "ds"
     cfg = ConvertConfig(task=task, model=load_policy_config("pi05_tiny"), input=str(h5), output=str(out),
-                        idle_action_max=0.02)
+                        data=DataConfig(idle_action_max=0.02))
     report = convert(cfg)
     kept = {}  # traj -> recorded steps expected in the dataset, worked out here frame by frame
     for traj in trajectories(h5):

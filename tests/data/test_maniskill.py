@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.data.helpers import expected_state, load_task, read_h5, trajectories
-from vla.data.config import ConvertConfig
+from vla.configs import ConvertConfig
 from vla.data.convert import convert
 from vla.data.maniskill import DataError, read_episodes
 from vla.models import load_policy_config

@@ -57,14 +57,13 @@ def test_missing_tokenizer_file(tmp_path):
 
 def test_task_prompts_cover_every_task_config_once_including_variants():
     # a variant (pickcube_wristcam.yaml) has no prompt of its own: it takes its base's, and must neither break the
-    # prompt list (session 11's first device run failed on it) nor add a duplicate that would change the tiny tokenizer
-    from vla.data.config import load_task_config
+    # prompt list nor add a duplicate that would change the tiny tokenizer
+    from vla.configs import group_options, load_group
     from vla.data.tokenizer import task_prompts
-    from vla.models import CONF_DIR
 
     prompts = task_prompts()
-    names = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+    names = group_options("task")
     assert "pickcube_wristcam" in names
     assert len(prompts) == len(set(prompts))
-    assert {load_task_config(n).prompt for n in names} == set(prompts)
-    assert load_task_config("pickcube_wristcam").prompt == load_task_config("pickcube").prompt
+    assert {load_group("task", n).prompt for n in names} == set(prompts)
+    assert load_group("task", "pickcube_wristcam").prompt == load_group("task", "pickcube").prompt

@@ -1,6 +1,7 @@
 """eval.py: the plumbing check (demos replayed open loop succeed), batched policy calls, end-to-end CPU evaluation of
 a tiny trained checkpoint with its outputs, the multi-task report, and the physx_cuda check."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,8 @@ import torch
 from vla.data.dataset import ChunkedDataset
 from vla.data.transforms import collate
 from vla.eval.envs import EnvError, check_sim_backend
-from vla.eval.policy import Policy, resolve_checkpoint
+from vla.eval.policy import Policy
+from vla.runs import resolve_checkpoint
 from vla.eval.replay import replay_demos
 from vla.eval.report import markdown_table, write_report, write_results
 from vla.eval.rollout import write_video
@@ -86,7 +88,8 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
     """A tiny trained checkpoint evaluated on CPU: 3 seeded episodes on 2 env workers, a video, every output file."""
     out = tmp_path / "eval"
     cmd = [sys.executable, str(REPO / "eval.py"), "task=pickcube", "task.image_size=128", f"checkpoint={trained_run}",
-           "num_episodes=3", "num_envs=2", "max_episode_steps=12", "replan_steps=4", "videos=1", "progress=false",
+           "eval.num_episodes=3", "num_envs=2", "eval.max_episode_steps=12", "eval.replan_steps=4", "videos=1",
+           "progress=false",
            f"hydra.run.dir={out}"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -175,8 +178,7 @@ def test_summary_counts_how_far_episodes_got():
 
 def test_gpu_physics_refused_offline_in_one_line(tasks, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no PhysX GPU library downloaded there
-    task = tasks["pickcube"]
-    task.sim_backend = "physx_cuda"
+    task = dataclasses.replace(tasks["pickcube"], sim_backend="physx_cuda")  # a copy: the fixture is shared
     with pytest.raises(EnvError, match="physx_cuda needs SAPIEN's PhysX GPU library .* offline"):
         check_sim_backend(task)
 
@@ -189,7 +191,7 @@ def test_eval_multirun_writes_one_result_per_task_and_the_report(datasets, tmp_p
     for name, path in datasets.items():
         (tmp_path / "data" / f"maniskill_{name}").symlink_to(path)
     cmd = [sys.executable, str(REPO / "eval.py"), "-m", "task=pickcube,stackcube", "task.image_size=128",
-           "num_episodes=1", "num_envs=1", "max_episode_steps=3", "replan_steps=3", "progress=false",
+           "eval.num_episodes=1", "num_envs=1", "eval.max_episode_steps=3", "eval.replan_steps=3", "progress=false",
            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tests.train.test_train import FAST, compose_train, losses
-from vla.eval.policy import resolve_checkpoint
+from vla.runs import resolve_checkpoint
 from vla.train.checkpoint import checkpoint_steps
 from vla.train.loop import TrainingStopped, train
-from vla.train.metrics import read_metrics
+from vla.runs import read_metrics
 
 pytestmark = pytest.mark.slow
 SYNTHETIC = FAST + ["synthetic_data.enabled=true", "synthetic_data.num_tokens=32"]

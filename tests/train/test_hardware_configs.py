@@ -1,26 +1,18 @@
 """conf/hardware/*.yaml: every file composes into train.py's schema under its own name, and an `<N>x<gpu>` file
-starts N ranks (a copied file whose count was not edited would silently train on the wrong number of GPUs)."""
+starts N ranks (a file extended from another whose count was not set would silently train on the wrong GPU count)."""
 
 import re
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from vla.models import CONF_DIR
+from vla.configs import group_options, load_group
 
-NAMES = sorted(p.stem for p in (CONF_DIR / "hardware").glob("*.yaml"))
+NAMES = group_options("hardware")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hardware_config_composes_with_its_name_and_rank_count(name):
-    from vla.data.config import register_configs as register_data
-    from vla.models.config import register_configs as register_model
-    from vla.train.config import register_configs
-
-    register_data(), register_model(), register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        hw = OmegaConf.to_object(compose("train", overrides=[f"hardware={name}", "run_name=test"])).hardware
+    hw = load_group("hardware", name)
     assert hw.name == name
     count = re.fullmatch(r"(\d+)x\w+", name)
     if count:

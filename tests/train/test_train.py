@@ -11,23 +11,22 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper
 from torch.distributed.device_mesh import init_device_mesh
 
 from tests.models.helpers import randomized_policy
-from vla.models import CONF_DIR, build_policy
+from vla.configs import TrainConfig, compose, to_object
+from vla.models import build_policy
 from vla.models import weights as W
 from vla.models.lora import LORA_TARGETS
 from vla.models.weights import openpi_key, save_openpi
 from vla.train.checkpoint import checkpoint_steps
-from vla.train.config import TrainConfig, register_configs
 from vla.train.launch import launch
 from vla.train.loop import TrainingError, train
 from vla.train.parallel import parallelize
-from vla.train.metrics import read_metrics
+from vla.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -41,13 +40,7 @@ def data_overrides(dataset: Path) -> list[str]:
 
 
 def compose_train(overrides: list[str]) -> TrainConfig:
-    from vla.data.config import register_configs as register_data
-    from vla.models.config import register_configs as register_model
-
-    register_data(), register_model(), register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides + ["run_name=test"])
-    return OmegaConf.to_object(cfg)
+    return to_object(compose("train", overrides + ["run_name=test"]))
 
 
 def losses(run_dir: Path) -> list[float]:

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from vla.runs import read_metrics
+
 REPORT_KEYS = ("step", "train/loss", "perf/step_time_s", "train/lr")
 SUMMARY_KEYS = ("episodes", "success_once", "success_at_end")
 
@@ -41,17 +43,6 @@ def steps_for_budget(step_time_s: float, probe_elapsed_s: float, probe_steps: in
     return max(multiple, min(steps, max_steps)), startup_s
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl; a last line still being written (not yet valid JSON) is skipped."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def probe_step_time(metrics: Path) -> float:
     if not metrics.is_file():
         raise SystemExit(f"size-run: {metrics}: no such file (the probe run wrote no metrics; see its log)")
@@ -71,8 +62,8 @@ def run_report(runs_dir: Path, run: str, state: str) -> str:
 
 
 def newest_checkpoint(run_dir: Path) -> Path:
-    """The run's newest checkpoint that holds weights, as evaluation picks it (vla.eval.policy.resolve_checkpoint)."""
-    from vla.eval.policy import resolve_checkpoint
+    """The run's newest checkpoint that holds weights, as evaluation picks it (vla.runs.resolve_checkpoint)."""
+    from vla.runs import resolve_checkpoint
 
     if not run_dir.is_dir():
         raise SystemExit(f"newest-checkpoint: {run_dir}: no such run directory")

@@ -104,3 +104,22 @@ class DataConfig:
         _check(self.max_normalized > 0, f"data.max_normalized={self.max_normalized}: must be positive")
         _check(self.idle_action_max is None or self.idle_action_max >= 0,
                f"data.idle_action_max={self.idle_action_max}: must be >= 0, or null to keep every frame")
+
+
+@dataclass
+class AugmentConfig:
+    """Train-time augmentation (openpi src/openpi/models/model.py preprocess_observation), drawn per sample on the
+    training device; plus state noise, which openpi does not have."""
+
+    crop_scale: float = 0.95  # non-wrist cameras: crop this fraction of the side at a random position, resize back
+    max_rotation_deg: float = 5.0  # non-wrist cameras: rotate by U(-max, max)
+    brightness: float = 0.3  # all cameras: factor U(1-b, 1+b)
+    contrast: float = 0.4  # factor U(1-c, 1+c) around the image's mean grey
+    saturation: float = 0.5  # factor U(1-s, 1+s) around each pixel's grey
+    hue: float = 0.1  # rotation of chroma by U(-h, h) turns
+    color_prob: float = 0.5  # each sample is colour-jittered with this probability (augmax's p)
+    # Not in openpi: std of Gaussian noise on the normalized state (quantile units, [-1, 1] = q01..q99), added in the
+    # loader before Pi0.5 discretizes it. 0 = off; see ModelTransform._noisy for why few-demo training wants it.
+    state_noise_std: float = 0.0
+    # dims of the state (as stored, before model.state_dims picks some) that get the noise; null = all
+    state_noise_dims: list[int] | None = None

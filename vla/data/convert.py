@@ -25,9 +25,8 @@ def convert(cfg: ConvertConfig) -> WriteReport | None:
     task = cfg.task
     output = Path(cfg.output)
     plan_only = cfg.input == "generate" and not task.demos.replay
-    if cfg.input != "generate" and not Path(cfg.input).exists():
-        raise FileNotFoundError(f"input={cfg.input}: no such file or directory (a ManiSkill .h5, a directory of them, "
-                                "or input=generate)")
+    if cfg.input != "generate" and not Path(cfg.input).exists():  # the input's problem first: it is the cause
+        raise DataError(f"{cfg.input}: no such file or directory")
     if output.exists() and not cfg.overwrite and not plan_only:  # fail before spending minutes on demo generation
         raise FileExistsError(f"{output} exists (pass overwrite=true to replace it)")
     if cfg.input == "generate":

@@ -42,7 +42,7 @@ from statistics import NormalDist
 from omegaconf import OmegaConf
 
 from vla.eval.report import summary_files
-from vla.train.metrics import read_metrics
+from vla.runs import read_metrics
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "conf" / "benchmark" / "maniskill3.yaml"
 # our columns: the first prefix a summary's `model` name starts with decides it (pi05_small -> Pi0.5)

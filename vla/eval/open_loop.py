@@ -26,7 +26,8 @@ import torch
 from omegaconf import OmegaConf
 
 from vla.data.dataset import ChunkedDataset
-from vla.eval.policy import Policy, resolve_checkpoint
+from vla.eval.policy import Policy
+from vla.runs import resolve_checkpoint
 
 ActFn = Callable[[list[dict], torch.Tensor], np.ndarray]  # Policy.act: observations, noise -> raw chunks (B, H, A)
 

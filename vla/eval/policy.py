@@ -15,25 +15,9 @@ from vla.data.transforms import ModelTransform, collate, move_to
 from vla.models import build_policy, load_policy_config
 from vla.models.config import DTYPES, PolicyConfig
 from vla.models.weights import find_weights, load_pretrained
+from vla.runs import resolve_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A run dir -> its newest checkpoint with weights: a training checkpoint that holds model.safetensors (those
-    between two exports hold only the resume state and are skipped) or a weights-only one (what
-    tools/remote_gpu/pack_checkpoint.py unpacks: ema.safetensors + config, no optimizer state); anything else as
-    given."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    root = path / "checkpoints"
-    if root.is_dir():
-        steps = [int(p.name) for p in root.iterdir() if p.name.isdigit()
-                 and ((p / "ema.safetensors").is_file() or (p / "model.safetensors").is_file())]
-        if steps:
-            return root / str(max(steps))
-    return path
 
 
 class Policy:

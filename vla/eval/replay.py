@@ -9,7 +9,8 @@ import json
 
 import numpy as np
 
-from vla.data.config import TaskConfig, load_task_config
+from vla.configs import load_group
+from vla.data.config import TaskConfig
 from vla.data.maniskill import read_episodes
 from vla.eval.envs import EnvPool
 
@@ -44,7 +45,7 @@ def main() -> None:
     ap.add_argument("--input", required=True, help="ManiSkill demo .h5 (with its .json) or a directory of them")
     ap.add_argument("--num-envs", type=int, default=2)
     args = ap.parse_args()
-    results = replay_demos(load_task_config(args.task), args.input, args.num_envs)
+    results = replay_demos(load_group("task", args.task), args.input, args.num_envs)
     rate = sum(r["success_once"] for r in results) / len(results)
     print(json.dumps(results, indent=1))
     print(f"{args.task}: {sum(r['success_once'] for r in results)}/{len(results)} demos replayed open loop "

@@ -30,8 +30,3 @@ class MetricsLogger:
         if self.enabled:
             self.writer.close()
             self.jsonl.close()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vla.train.metrics import read_metrics
+from vla.runs import read_metrics
 
 
 def plot_runs(runs: list[Path], out: Path, keys: list[str], labels: list[str] | None = None) -> Path:

@@ -1,0 +1,79 @@
+"""A trained (or pretrained) policy behind one call: observation-schema samples in, raw robot action chunks out.
+The observations go through the same `ModelTransform` as training data; actions are unnormalized with the norm stats
+the checkpoint was trained with."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from vla.data.transforms import ModelTransform, collate, move_to
+from vla.models import build_policy, load_policy_config
+from vla.models.config import DTYPES, PolicyConfig
+from vla.models.weights import find_weights, load_pretrained
+from vla.runs import resolve_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class Policy:
+    def __init__(self, model: torch.nn.Module, transform: ModelTransform, action_dim: int, device: torch.device,
+                 num_denoise_steps: int | None = None, checkpoint: Path | None = None):
+        self.model, self.transform, self.action_dim, self.device = model, transform, action_dim, device
+        self.num_denoise_steps = num_denoise_steps
+        self.checkpoint = checkpoint  # the directory the weights came from (a run dir resolved to its checkpoint)
+        self.cfg: PolicyConfig = model.cfg
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | Path | None,
+        model_cfg: PolicyConfig,
+        norm_stats: str | Path,
+        action_dim: int,
+        device: str = "cpu",
+        precision: str = "fp32",
+        num_denoise_steps: int | None = None,
+        compile: bool = False,
+    ) -> Policy:
+        """`checkpoint`: one of our checkpoint dirs (its config.yaml overrides `model_cfg`, its norm_stats.json and
+        tokenizer.model are used), a run dir, or any weights `load_pretrained` reads; None: from-scratch init."""
+        tokenizer = None
+        if checkpoint is not None:
+            checkpoint = resolve_checkpoint(checkpoint)
+            if (checkpoint / "config.yaml").is_file():
+                model_cfg = load_policy_config(OmegaConf.load(checkpoint / "config.yaml").model)
+            if (checkpoint / "norm_stats.json").is_file():
+                norm_stats = checkpoint / "norm_stats.json"
+            if (checkpoint / "tokenizer.model").is_file():
+                tokenizer = checkpoint / "tokenizer.model"
+        dev = torch.device(device)
+        with torch.device("meta"):  # allocated on the device directly: no CPU init of a 3B model first
+            model = build_policy(model_cfg)
+        model.to_empty(device=dev)
+        if checkpoint is not None:
+            model.init_buffers()
+            load_pretrained(model, checkpoint)
+            log.info("policy %s: weights %s, norm stats %s", model_cfg.name, find_weights(checkpoint)[1], norm_stats)
+        else:
+            model.init_weights()
+            log.warning("no checkpoint given: evaluating the from-scratch init of %s", model_cfg.name)
+        model = model.to(DTYPES[precision]).eval()
+        if compile:
+            model.compile_for_inference()
+        transform = ModelTransform.load(model_cfg, norm_stats, tokenizer)
+        return cls(model, transform, action_dim, dev, num_denoise_steps, checkpoint)
+
+    @torch.no_grad()
+    def act(self, observations: list[dict], noise: torch.Tensor | None = None) -> np.ndarray:
+        """Observation-schema samples -> raw action chunks (B, H, action_dim). `noise` (B, H, model action_dim)
+        fixes the flow's starting point (one generator per episode makes rollouts reproducible)."""
+        batch = move_to(collate([self.transform(o) for o in observations]), self.device)
+        if noise is not None:
+            noise = noise.to(self.device)
+        actions = self.model.sample_actions(batch, noise=noise, num_steps=self.num_denoise_steps)
+        return self.transform.unnormalize_actions(actions.float().cpu(), self.action_dim).numpy()
