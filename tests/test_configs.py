@@ -3,6 +3,7 @@ run directory and come back in eval.py; group files state only what differs; bad
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -176,8 +177,12 @@ def test_a_recipe_reaches_the_run_dir(tmp_path):
 @pytest.mark.slow
 def test_an_installed_vla_finds_its_configs(tmp_path):
     """conf/ ships in the wheel as the package vla.conf: an installed (not editable) vla composes its configs."""
+    src = tmp_path / "src"  # a copy: building writes build/ and *.egg-info next to the sources
+    src.mkdir()
+    for name in ("setup.cfg", "pyproject.toml", "README.md", "vla", "conf"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(tmp_path), str(src)], check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("vla-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"vla/conf/train.yaml", "vla/conf/task/pushcube.yaml", "vla/conf/experiment/pushcube_pi05.yaml",

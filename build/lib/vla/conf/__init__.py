@@ -1,1 +1,0 @@
-"""The Hydra configs, installed as the package `vla.conf` (see setup.cfg): config groups mirror the code."""
