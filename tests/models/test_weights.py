@@ -367,3 +367,28 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path):
                            text=True, timeout=300)
     assert taken.returncode == 1 and taken.stderr.count("\n") == 1 and "taken exists" in taken.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "taken"] and not any((tmp_path / "taken").iterdir())
+
+
+def test_release_holds_the_ema_weights_in_bf16_and_what_evaluation_needs(tmp_path):
+    """`release`: a run dir -> a policy directory with bf16 EMA weights (openpi's layout), the recorded config, norm
+    stats and tokenizer; loading it gives the checkpoint's weights rounded to bf16, and nothing else is written."""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    source = _training_checkpoint(tmp_path / "run" / "checkpoints" / "7", "pi05_tiny")
+    (tmp_path / "run" / "checkpoints" / "7").joinpath("norm_stats.json").write_text("{}")
+    (tmp_path / "run" / "checkpoints" / "7").joinpath("tokenizer.model").write_bytes(b"sp")
+    W.main(["release", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "policy")])
+    out = tmp_path / "policy"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "ema.safetensors", "norm_stats.json",
+                                                     "tokenizer.model"]
+    stored = load_file(str(out / "ema.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.bfloat16} and set(stored) == set(W.to_openpi(source.state_dict()))
+    loaded = build_policy("pi05_tiny")
+    W.load_pretrained(loaded, out)
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value.to(torch.bfloat16).float()), key
+    with pytest.raises(FileExistsError, match="policy exists"):
+        W.release_checkpoint(tmp_path / "run", out)
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(W.CheckpointError, match=r"bare: no config.yaml, norm_stats.json, tokenizer.model"):
+        W.release_checkpoint(tmp_path / "bare", tmp_path / "other")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare", "policy", "run"]  # no temp dir left behind

@@ -36,15 +36,17 @@ import sys
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from statistics import NormalDist
 
 from omegaconf import OmegaConf
 
+from vla.configs import CONFIG_MODULE
 from vla.eval.report import summary_files
 from vla.runs import read_metrics
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "conf" / "benchmark" / "maniskill3.yaml"
+DEFAULT_SPEC = Path(str(files(CONFIG_MODULE) / "benchmark" / "maniskill3.yaml"))  # conf/benchmark, installed too
 # our columns: the first prefix a summary's `model` name starts with decides it (pi05_small -> Pi0.5)
 OURS = (("pi05", "Pi0.5"), ("pi0", "Pi0"))
 

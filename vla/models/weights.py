@@ -8,7 +8,9 @@ Our own parameter names mirror openpi's PyTorch layout one-to-one (same shapes, 
 PyTorch mapping is a pure renaming. Pi0 vs Pi0.5 is detected from the keys, never from the path.
 
 Command line: `python -m vla.models.weights export --checkpoint <dir> --layout openpi|lerobot|jax --out <dir>`
-(`--model <name>` when the checkpoint has no config.yaml).
+(`--model <name>` when the checkpoint has no config.yaml), and `python -m vla.models.weights release --checkpoint
+<run or checkpoint dir> --out <dir>`: the EMA weights in bf16 with the recipe, norm stats and tokenizer, a policy
+directory that eval.py and `model.pretrained` take (policies/ holds such releases).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from vla.models import build_policy, load_policy_config
-from vla.models.config import PolicyConfig
+from vla.models.config import DTYPES, PolicyConfig
 
 PALI = "paligemma_with_expert.paligemma.model."
 EXPERT = "paligemma_with_expert.gemma_expert.model."
@@ -441,6 +443,41 @@ def export_checkpoint(checkpoint: str | Path, layout: str, out: str | Path, cfg:
     return out
 
 
+RELEASE_FILES = ("config.yaml", "norm_stats.json", "tokenizer.model")  # what evaluation needs beside the weights
+
+
+def release_checkpoint(checkpoint: str | Path, out: str | Path, dtype: str = "bf16") -> Path:
+    """One of our training checkpoints (or a run dir: its newest checkpoint with weights) -> a new directory `out`
+    holding its EMA weights as `ema.safetensors` in `dtype` (openpi's PyTorch layout, as in the checkpoints) and the
+    recorded recipe, norm stats and tokenizer: what evaluating the policy needs, nothing to resume training. Written
+    into a temp dir renamed at the end: a failure leaves nothing."""
+    from vla.runs import resolve_checkpoint  # the run-dir layout lives above the models
+
+    checkpoint = resolve_checkpoint(checkpoint)
+    missing = [name for name in RELEASE_FILES if not (checkpoint / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{checkpoint}: no {', '.join(missing)} (expected one of our training checkpoints)")
+    out = Path(out).absolute()
+    if out.exists():
+        raise FileExistsError(f"{out} exists: choose another --out or remove it")
+    cfg = checkpoint_config(checkpoint, None)
+    with torch.device("meta"):
+        reference = build_policy(cfg).state_dict()
+    state = read_pretrained(checkpoint, cfg, reference)  # the EMA weights when present, validated
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_openpi({k: v.to(DTYPES[dtype]) for k, v in state.items()}, tmp / "ema.safetensors")
+        for name in RELEASE_FILES:
+            shutil.copyfile(checkpoint / name, tmp / name)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vla.models.weights", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -453,13 +490,21 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--out", required=True, help="the directory to create")
     export.add_argument("--model", default=None,
                         help="model config name (conf/model/<name>.yaml); default: the checkpoint's config.yaml")
+    release = commands.add_parser("release", help="an evaluation-ready policy directory of a training checkpoint")
+    release.add_argument("--checkpoint", required=True, help="a run dir (its newest checkpoint) or a checkpoint dir")
+    release.add_argument("--out", required=True, help="the directory to create")
+    release.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     args = ap.parse_args(argv)
     try:
-        out = export_checkpoint(args.checkpoint, args.layout, args.out, checkpoint_config(args.checkpoint, args.model))
-    except (CheckpointError, FileExistsError, ValueError) as e:
+        if args.command == "release":
+            out = release_checkpoint(args.checkpoint, args.out, args.dtype)
+        else:
+            cfg = checkpoint_config(args.checkpoint, args.model)
+            out = export_checkpoint(args.checkpoint, args.layout, args.out, cfg)
+    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"vla.models.weights: error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(f"wrote {out} ({args.layout} layout)")
+    print(f"wrote {out}" + (f" ({args.layout} layout)" if args.command == "export" else ""))
 
 
 if __name__ == "__main__":
