@@ -88,7 +88,7 @@ def _write_frames(episodes: list[Episode], root: Path, task: TaskConfig, use_vid
     `in_shard`: this runs in one of _write_shards' spawned workers, where each episode's cameras are encoded
     one after the other. lerobot encodes them in a process pool of the default start method, and in a spawned process
     that default is spawn: two fresh interpreters per episode, each importing torch and lerobot, made a worker 8x
-    slower than the same write in the main process (6 episodes: 69 s against 9 s, measured)."""
+    slower than the same write in the main process (6 episodes: 69 s against 9 s, docs/history/results_log.md)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     base_cam = camera_for(task, "base_0_rgb")
