@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on its embedded default, on CPU: ManiSkill's motion planners generate 4 PickCube demos, they become a
 # LeRobot dataset, the tiny Pi0.5 trains on them, and eval.py rolls it out in ManiSkill for a few seeded episodes.
-# (Success needs far more data, steps and a bigger model; this shows the whole pipeline running, in ~10 minutes.)
+# (Success needs far more data, steps and a bigger model; this shows the whole pipeline running, in a few minutes.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f data/maniskill_pickcube/norm_stats.json ]; then

@@ -3,7 +3,7 @@
     `PI0Pytorch`, as its `examples/convert_jax_model_to_pytorch.py` writes them, with a `config.json` beside them)
   * LeRobot pi0/pi05 `model.safetensors`: the same keys prefixed `model.`
   * openpi JAX `params` (Orbax PyTree of `openpi.models.pi0`), mapped with that conversion script's transposes
-    (o-proj by the generic rule)
+    (the attention output projection by one rule for both experts, see `jax_to_openpi`)
 Our own parameter names mirror openpi's PyTorch layout one-to-one (same shapes, nn.Linear (out, in)), so the
 PyTorch mapping is a pure renaming. Pi0 vs Pi0.5 is detected from the keys, never from the path.
 
