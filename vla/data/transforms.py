@@ -1,5 +1,6 @@
-"""Observation schema -> model batch, in the order of openpi's model transforms (Normalize, then ResizeImages,
-TokenizePrompt and PadStatesAndActions: src/openpi/training/config.py), shared by training and evaluation.
+"""Observation schema -> model batch, in openpi's order (Normalize, src/openpi/training/data_loader.py; then the model
+transforms ResizeImages, TokenizePrompt and PadStatesAndActions, src/openpi/training/config.py), shared by training
+and evaluation.
 
 The observation schema is what the converter stores and what a live ManiSkill env yields (which dataset feature holds
 each camera: vla/data/schema.py):
@@ -84,8 +85,7 @@ class Normalizer:
 
 def resize_with_pad(image_HWC: np.ndarray, size: int) -> np.ndarray:
     """openpi_client's resize_with_pad (openpi packages/openpi-client/src/openpi_client/image_tools.py): PIL bilinear,
-    aspect kept (int truncation), centred on black.
-    A no-op when the image already has the target size."""
+    aspect kept (int truncation), centred on black. A no-op when the image already has the target size."""
     h, w = image_HWC.shape[:2]
     if (h, w) == (size, size):
         return image_HWC
