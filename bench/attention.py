@@ -1,5 +1,5 @@
 """The joint attention of one Pi0.5 layer at training shapes (8 query heads, 1 KV head, head_dim 256, block mask of
-prefix | suffix with padded prompt tokens), forward + backward, three ways:
+prefix | suffix with padded prompt tokens), forward + backward, each of these ways:
 
   sdpa_gqa      F.scaled_dot_product_attention(enable_gqa=True) with the boolean mask (what gemma.py does)
   sdpa_expand   the KV head repeated to 8 heads first, then SDPA with the mask

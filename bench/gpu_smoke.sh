@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One call on a GPU host: full-size Pi0.5 through train.py on one GPU (real converted PickCube frames), then the
-# training-step benchmark. Logs and JSON go to $OUT (or ./bench_out). On a remote GPU host without hydra/lerobot, needs
+# One call on a GPU host: full-size Pi0.5 through train.py on one GPU, on a converted dataset (DATA, default
+# data/gpu_pickcube; STEPS, BATCH; extra args go to train.py). The GPU's name, the log and metrics.jsonl go to $OUT (or
+# ./bench_out); bench/train_step.py is the training-step benchmark. On a remote GPU host without hydra/lerobot, needs
 # the wheels listed in tools/remote_gpu/README.md in .whl/.
 set -uo pipefail
 OUT=${OUT:-bench_out}; source "$(dirname "$0")/../tools/remote_gpu/gpu_env.sh"

@@ -1,7 +1,7 @@
 """eval.py's policy path on a GPU: the same checkpoint loaded on the CPU and on CUDA gives the same raw action chunks
 for a batch of observation-schema samples (random images/state, the task prompt), and the CUDA call's latency.
 
-  python bench/policy_device.py --checkpoint runs/quickstart [--batch 8] [--state-dim 8] [--prompt "..."]
+  python bench/policy_device.py --checkpoint runs/quickstart --state-dim 11 [--batch 8] [--prompt "..."]
 
 Also on CUDA with eval.py's `compile=true` (fused projections, CUDA graphs, unused prompt padding dropped): the same
 actions as the CPU's, and its latency."""

@@ -7,7 +7,7 @@ the CPU, with train.py's own model building (FSDP2 on one rank), optimizer, clip
   python bench/step_overhead.py [--model pi05_small] [--steps 20] [--dtensor-optimizer]
 
 The optimizer and clipping are train.py's (vla/train/optim.py: on the shards' local tensors). --dtensor-optimizer uses
-torch's AdamW and clip_grad_norm_ on the DTensor parameters instead (what train.py did before session 15).
+torch's AdamW and clip_grad_norm_ on the DTensor parameters instead (what vla/train/optim.py's versions replace).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def check(ok: bool, message: str) -> None:
 
 @dataclass
 class OptimConfig:
-    """AdamW + clip-by-global-norm + warmup/decay schedule + EMA (openpi optimizer.py, spec §5.1)."""
+    """AdamW + clip-by-global-norm + warmup/decay schedule + EMA (openpi src/openpi/training/optimizer.py)."""
 
     name: str = "adamw_cosine"
     lr: float = 2.5e-5  # peak learning rate

@@ -4,7 +4,7 @@
 #   SEEDS="100000 300000" ENVS=14 DETACH=1 bash tools/remote_gpu/eval.sh pushcube_pi05:0 pushcube_pi0:1
 # Each evaluation follows the run's recorded recipe (task, episodes, replan steps, ...); SEEDS gives the first episode
 # seeds (default: the recipe's), EPISODES=N and REPLAN=N change its episode count and eval.replan_steps. The policy
-# runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/benchmarks.md); COMPILE=false
+# runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/results.md); COMPILE=false
 # runs it eager; VIDEOS=N records the first N episodes of each evaluation (eval.py videos=N); TAG=x names the result
 # dirs runs/eval/<run>_<seed>_x, so that two settings of one run and seed set can run side by side.
 # Each spec is run:gpu (the run's newest checkpoint in runs/<run>). Each evaluation writes runs/eval/<run>_<seed>/
@@ -12,8 +12,8 @@
 # own process session, which outlives the calling shell; WAIT=N (with no specs) then waits up to N seconds for every
 # eval.py to end, prints each summary, and with STOP=1 ends those still running ("[p]" in the patterns keeps them from
 # matching a calling shell whose command line holds them). Env construction, control mode and sim backend are those of
-# the CPU evaluation (physx_cpu); only rendering moves to the GPU (docs/results: mean pixel difference 0.32/255 against
-# lavapipe) and the policy runs on it.
+# the CPU evaluation (physx_cpu); only rendering moves to the GPU (mean pixel difference 0.32/255 against lavapipe,
+# docs/results.md) and the policy runs on it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-device_out}; source tools/remote_gpu/gpu_env.sh; source tools/remote_gpu/maniskill_env.sh || exit 1

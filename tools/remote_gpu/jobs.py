@@ -2,7 +2,8 @@
 repository root as `python3 -m tools.remote_gpu.jobs <command> ...`:
 
   recipe EXPERIMENT              the recipe's "<dataset_root> <env_id> <control_mode> <sim_backend>" (demos.sh, train.sh)
-  size-run METRICS --started T   training steps that fit a time budget, from a short probe run's metrics (train.sh)
+  size-run METRICS --started T   training steps that fit a time budget, from a short probe run's metrics (for sizing
+                                 a run by hand: train.sh takes the recipe's num_steps or STEPS)
   report RUN STATE               one line of a run's newest metrics (wait.sh)
   newest-checkpoint RUN_DIR      the run's newest checkpoint with weights (pack.sh)
   summaries EVAL_ROOT            one line per evaluation summary under EVAL_ROOT (eval.sh)

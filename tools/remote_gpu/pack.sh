@@ -8,7 +8,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-device_out}; source "$(dirname "$0")/gpu_env.sh"
 grep -v -i warn "runs/$RUN.train.log" | tail -2
-# the checkpoint evaluation would load (vla.eval.policy.resolve_checkpoint): the newest step that holds weights
+# the checkpoint evaluation would load (vla.runs.resolve_checkpoint): the newest step that holds weights
 CKPT=$(PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO" python3 -m tools.remote_gpu.jobs newest-checkpoint "runs/$RUN")
 echo "last checkpoint: ${CKPT:-none}"
 [ -n "$CKPT" ] || exit 1

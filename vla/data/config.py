@@ -43,7 +43,7 @@ class DemoConfig:
 class TaskConfig:
     name: str = MISSING  # short name, also the conf file name (pickcube, ...)
     env_id: str = MISSING  # ManiSkill env id (PickCube-v1, ...)
-    prompt: str = MISSING  # language instruction stored with every frame (the fork's TASK_PROMPTS)
+    prompt: str = MISSING  # stored with every frame (the TASK_PROMPTS of EasonAI-5589/openpi's ManiSkill converter)
     control_mode: str = "pd_ee_delta_pose"  # dataset actions and eval controller; the converter rejects other modes
     sim_backend: str = "physx_cpu"
     # ManiSkill robot_uids for demos and eval; None keeps the env's own default (panda for PickCube/PushCube/PullCube/

@@ -73,10 +73,10 @@ def drop_idle_frames(episodes: list[Episode], idle_action_max: float) -> list[Ep
 
     ManiSkill's PickCube motion planner holds the arm still for 8-9 steps after closing the gripper, and nothing in the
     state counts the wait. From such a still state the demos' next chunk is "the rest of a wait of unknown length,
-    then the lift"; a policy that executes only part of the chunk it samples can end up still again, and repeat. In
-    session 14 a PickCube policy executing 8 of its 16 predicted actions succeeded in 2 of 20 episodes and, executing
-    all 16, in 10 (same checkpoint and seeds; GPU and CPU evaluation). OpenVLA left the no-op actions out of its
-    LIBERO demos for this reason."""
+    then the lift"; a policy that executes only part of the chunk it samples can end up still again, and repeat. A
+    PickCube policy executing 8 of its 16 predicted actions succeeded in 2 of 20 episodes, executing all 16 in 10
+    (same checkpoint and seeds, docs/results.md). OpenVLA left the no-op actions out of its LIBERO demos for this
+    reason."""
     out, dropped, total = [], 0, 0
     for ep in episodes:
         steps = np.flatnonzero(~idle_frames(ep.actions, idle_action_max))
@@ -95,10 +95,11 @@ def drop_idle_frames(episodes: list[Episode], idle_action_max: float) -> list[Ep
 def check_normalizable(episodes: list[Episode], cfg: ConvertConfig) -> list[Episode]:
     """Refuse (or, with drop_outliers, leave out) episodes with a frame that normalizes beyond cfg.data.max_normalized.
 
-    P20 normalizes without clipping, so a dimension that is constant but for a few frames (q01 = q99) turns those
-    frames into targets of ~1e5: ManiSkill's replay of 798 PushCube plans gave two such gripper actions (2e6), and a
-    policy trained on them had a loss of 1e3-1e6 (the same recipe on clean PushCube data: 0.006). Checked before
-    anything is written, with the model's own Normalizer (quantile for Pi0.5, z-score for Pi0)."""
+    openpi's Normalize does not clip (src/openpi/transforms.py), so a dimension that is constant but for a few frames
+    (q01 = q99) turns those frames into huge targets: ManiSkill's replay of 798 PushCube plans gave two episodes a
+    gripper action that normalizes to about 2e6, and a policy trained on them had a loss between 1e3 and 5e6 for its
+    whole run (docs/history/results_log.md, `push800_sn2`). Checked before anything is written, with the model's own
+    Normalizer (quantile for Pi0.5, z-score for Pi0)."""
     kept = list(episodes)
     while True:
         stats = compute_norm_stats([e.state for e in kept], [e.actions for e in kept], cfg.model.action_horizon)

@@ -1,12 +1,14 @@
 """ManiSkill episodes -> LeRobot v3.0 dataset, written with lerobot's own writer, atomically.
 
-Features (the ManiSkill fork's layout, spec §9.3, plus an explicit wrist mask):
-  image            uint8 [S, S, 3]  base camera (schema key base_0_rgb)
+Features (the layout of the ManiSkill converter in openpi's ManiSkill3 fork EasonAI-5589/openpi,
+examples/maniskill/convert_maniskill_data_to_lerobot.py, plus an explicit wrist mask and the task's state_extra):
+  image            uint8 [S, S, 3]  base camera (schema key base_0_rgb); S = task.image_size
   wrist_image      uint8 [S, S, 3]  hand camera (left_wrist_0_rgb), zeros when the task has none
   wrist_mask       bool  [1]        False when wrist_image is such a zero stand-in (not "wrist_image_mask": lerobot
                                     0.4.4 validates stats of every feature whose name contains "image" as an image's)
-  state            float32 [8]      qpos[:8]
-  actions          float32 [7]      pd_ee_delta_pose action
+  state            float32 [D]      qpos[:qpos_dim] (7 arm joints + 1 finger), then the task's state_extra entries;
+                                    D = task.state_dim, e.g. 8 + goal_pos 3 = 11 for PickCube
+  actions          float32 [7]      pd_ee_delta_pose action (task.action_dim)
   task                              the task prompt
 """
 
@@ -86,7 +88,7 @@ def _write_frames(episodes: list[Episode], root: Path, task: TaskConfig, use_vid
     `in_shard`: this runs in one of _write_shards' spawned workers, where each episode's cameras are encoded
     one after the other. lerobot encodes them in a process pool of the default start method, and in a spawned process
     that default is spawn: two fresh interpreters per episode, each importing torch and lerobot, made a worker 8x
-    slower than the same write in the main process (6 episodes: 69 s against 9 s, measured)."""
+    slower than the same write in the main process (6 episodes: 69 s against 9 s, docs/history/results_log.md)."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     base_cam = camera_for(task, "base_0_rgb")

@@ -1,4 +1,4 @@
-"""Per-task normalization statistics in openpi's json layout (spec §4.4):
+"""Per-task normalization statistics in openpi's json layout (src/openpi/shared/normalize.py):
 
     {"norm_stats": {"state":   {"mean": [...], "std": [...], "q01": [...], "q99": [...]},
                     "actions": {"mean": [...], "std": [...], "q01": [...], "q99": [...]}}}

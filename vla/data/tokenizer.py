@@ -1,4 +1,4 @@
-"""PaliGemma SentencePiece prompt tokenizer, exactly as openpi's `PaligemmaTokenizer` (spec §7, P18, P19).
+"""PaliGemma SentencePiece prompt tokenizer, exactly as openpi's `PaligemmaTokenizer` (src/openpi/models/tokenizer.py).
 
 Two prompt formats:
   * Pi0 (and Pi0.5 with `discrete_state=False`):  BOS + pieces(cleaned) + pieces("\n")
@@ -26,7 +26,7 @@ def clean_prompt(prompt: str) -> str:
 
 
 def discretize_state(state: np.ndarray) -> np.ndarray:
-    """P19: 256 bins over [-1, 1]; values below -1 give -1 (openpi does not clip)."""
+    """256 bins over [-1, 1]; values below -1 give -1 (openpi's tokenizer does not clip)."""
     bins = np.linspace(-1.0, 1.0, 256 + 1)[:-1]
     return np.digitize(state, bins=bins) - 1
 

@@ -1,6 +1,9 @@
-"""Observation schema -> model batch, in openpi's order (spec §4.1), shared by training and evaluation.
+"""Observation schema -> model batch, in openpi's order (Normalize, src/openpi/training/data_loader.py; then the model
+transforms ResizeImages, TokenizePrompt and PadStatesAndActions, src/openpi/training/config.py), shared by training
+and evaluation.
 
-The observation schema (DESIGN.md) is what the converter stores and what a live ManiSkill env yields:
+The observation schema is what the converter stores and what a live ManiSkill env yields (which dataset feature holds
+each camera: vla/data/schema.py):
   images       {schema camera key: uint8 (H, W, 3)}     cameras the robot has
   image_masks  {schema camera key: bool}                 False for a stand-in (zeros) image
   state        float (state_dim,)                        raw
@@ -8,7 +11,8 @@ The observation schema (DESIGN.md) is what the converter stores and what a live 
   actions      float (H, action_dim)                     raw, training only (+ actions_is_pad bool (H,))
 
 `ModelTransform` turns one such sample into model tensors: normalize state/actions (quantile for Pi0.5, z-score for
-Pi0, no clipping) -> resize-with-pad images to 224 -> tokenize the prompt (with the discretized normalized state for
+Pi0, no clipping; then the optional train-time state noise and `model.state_dims` selection) -> resize-with-pad images
+to the model's image size (224 for the full models) -> tokenize the prompt (with the discretized normalized state for
 Pi0.5 when `discrete_state_input`) -> zero-pad state/actions to `action_dim`. `collate` stacks samples; `augment`
 is the train-time image augmentation, run on a batch wherever the batch lives (the GPU in training).
 """
@@ -31,11 +35,11 @@ from vla.data.norm_stats import NormStats, load_norm_stats
 from vla.data.tokenizer import PromptTokenizer, resolve_tokenizer
 from vla.models.config import PolicyConfig
 
-EPS = 1e-6  # P20
+EPS = 1e-6  # openpi's Normalize: (x - q01) / (q99 - q01 + 1e-6) * 2 - 1, or (x - mean) / (std + 1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# normalization (P20)
+# normalization (openpi src/openpi/transforms.py: quantile or z-score, no clipping)
 
 
 @dataclass
@@ -80,8 +84,8 @@ class Normalizer:
 
 
 def resize_with_pad(image_HWC: np.ndarray, size: int) -> np.ndarray:
-    """openpi_client's resize_with_pad (P17): PIL bilinear, aspect kept (int truncation), centred on black.
-    A no-op when the image already has the target size."""
+    """openpi_client's resize_with_pad (openpi packages/openpi-client/src/openpi_client/image_tools.py): PIL bilinear,
+    aspect kept (int truncation), centred on black. A no-op when the image already has the target size."""
     h, w = image_HWC.shape[:2]
     if (h, w) == (size, size):
         return image_HWC
@@ -228,7 +232,7 @@ def move_to(batch: dict, device: torch.device | str, non_blocking: bool = True) 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# train-time augmentation (spec §4.3), per sample, on a batch
+# train-time augmentation (openpi src/openpi/models/model.py `preprocess_observation`), per sample, on a batch
 
 
 class _Draws:
@@ -304,9 +308,9 @@ def augment(
     uniforms: torch.Tensor | None = None,
     select: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Train-time augmentation of a batch, independently per sample (openpi's JAX recipe, spec §4.3): cameras whose key
-    does not contain "wrist" are cropped, resized and rotated; every camera is colour-jittered. uint8 or [-1, 1]
-    images (B, 3, H, W) in, float [-1, 1] out (what the model takes).
+    """Train-time augmentation of a batch, independently per sample (openpi's JAX recipe, `preprocess_observation` in
+    src/openpi/models/model.py): cameras whose key does not contain "wrist" are cropped, resized and rotated; every
+    camera is colour-jittered. uint8 or [-1, 1] images (B, 3, H, W) in, float [-1, 1] out (what the model takes).
 
     The random numbers are `uniforms` (num_augment_draws(keys), N) if given, of which these samples are the columns
     `select`; else they are drawn from `generator` for this batch. Cameras are visited in `keys` order, and a camera

@@ -6,8 +6,9 @@ policy fails in closed loop apart: memorization (small error on training frames,
 (large on both). `--swap-images` gives every frame the cameras of another random frame; how much the error rises says
 how much the policy reads its images at all. `--shift-state DIM=DELTA` asks whether it reads one state dimension:
 the same frames and flow noise with that raw state value moved by DELTA, and the mean change of the predicted actions
-(summed over `steps`). Session 12 found this way that a PickCube policy trained with the goal exact ignored the goal
-(a 5 cm shift along x moved its predicted x by 0.009), while one trained with noise on the goal followed it (0.083).
+(summed over `steps`). For example, a PickCube policy trained with the goal exact ignored the goal (a 5 cm shift along
+x moved its predicted x by 0.009 over 8 steps), while one trained with noise on the goal followed it (0.083)
+(docs/history/results_log.md, `pickwc_j` against `pickwc_sn1`).
 
     python -m vla.eval.open_loop --checkpoint runs/<run>/checkpoints/<step> --dataset data/<dataset> [--swap-images]
         [--shift-state 8=0.05 --shift-state 9=0.05]

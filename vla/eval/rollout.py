@@ -49,7 +49,7 @@ class Episode:
 def write_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
     """Write RGB frames as an H.264 mp4 with PyAV (lerobot's own video library). imageio's writer depends on which
     plugin happens to be installed: with PyAV instead of imageio-ffmpeg it rejects its own `quality` argument, which
-    crashed device evaluations at their first video. Odd sizes are padded by one edge pixel (yuv420p needs even)."""
+    would end an evaluation at its first video. Odd sizes are padded by one edge pixel (yuv420p needs even)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)

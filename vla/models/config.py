@@ -1,5 +1,6 @@
 """Typed schema of the `model` config group (conf/model/*.yaml), registered with Hydra by vla.configs so that a typo
-in an override fails at composition. Sizes of the full models are openpi's (spec §1); the tiny ones differ only in size."""
+in an override fails at composition. Sizes of the full models are openpi's (`get_config` in src/openpi/models/gemma.py,
+So400m/14 in siglip.py); the small and tiny ones differ only in size."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # token order (spec §2.1)
+IMAGE_KEYS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")  # token order (openpi src/openpi/models/model.py)
 # precision names used by the configs (hardware.precision, eval precision) and the weight tools
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -70,4 +71,4 @@ class PolicyConfig:
 
     @property
     def use_quantile_norm(self) -> bool:
-        return self.pi05  # openpi config.py:187: quantile for Pi0.5, z-score for Pi0
+        return self.pi05  # openpi src/openpi/training/config.py: quantile for Pi0.5, z-score for Pi0

@@ -1,4 +1,4 @@
-"""The joint two-expert Gemma transformer of Pi0/Pi0.5 (spec §1.2, §2.4, §2.5).
+"""The joint two-expert Gemma transformer of Pi0/Pi0.5 (openpi src/openpi/models/gemma.py).
 
 Expert 0 is PaliGemma's language model (prefix: image + text tokens); expert 1 is the action expert (suffix: state and
 noisy-action tokens). Every layer runs both experts with their own weights and ONE attention over the concatenated
@@ -18,7 +18,8 @@ from vla.models.config import GemmaConfig
 
 
 class RMSNorm(nn.Module):
-    """P1: x * rsqrt(mean(x^2) + eps) * (1 + w), statistics in float32, result in the input dtype."""
+    """x * rsqrt(mean(x^2) + eps) * (1 + w), statistics in float32, result in the input dtype (openpi's `RMSNorm`,
+    src/openpi/models/gemma.py)."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -33,8 +34,9 @@ class RMSNorm(nn.Module):
 
 
 class AdaRMSNorm(nn.Module):
-    """P2: Pi0.5's adaptive RMSNorm. A zero-initialised Linear maps the time condition to [scale, shift, gate];
-    the gate multiplies the residual branch (raw, no sigmoid)."""
+    """Pi0.5's adaptive RMSNorm (openpi's `RMSNorm` with a condition, src/openpi/models/gemma.py). A zero-initialised
+    Linear maps the time condition to [scale, shift, gate]; the gate multiplies the residual branch (raw, no
+    sigmoid)."""
 
     def __init__(self, dim: int, cond_dim: int, eps: float = 1e-6):
         super().__init__()
@@ -58,7 +60,8 @@ class AdaRMSNorm(nn.Module):
 
 
 def rope(x_BTNH: torch.Tensor, positions_BT: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
-    """P8: rotate-half RoPE, timescale_i = base^(2i/H); angles and products in float32, result in x's dtype."""
+    """Rotate-half RoPE, timescale_i = base^(2i/H); angles and products in float32, result in x's dtype (openpi's
+    `_apply_rope`, src/openpi/models/gemma.py)."""
     half = x_BTNH.shape[-1] // 2
     timescale = base ** (2.0 * torch.arange(half, device=x_BTNH.device, dtype=torch.float32) / x_BTNH.shape[-1])
     angle_BTH = positions_BT.float()[..., None] / timescale
@@ -105,7 +108,7 @@ class ExpertBlock(nn.Module):
         return self.q_proj(h), self.k_proj(h), self.v_proj(h)
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
-        # P6: GeGLU with the tanh approximation of GELU.
+        # GeGLU with the tanh approximation of GELU (openpi's `FeedForward`, src/openpi/models/lora.py).
         if self.gate_up_weight is not None:
             gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
         else:
@@ -187,7 +190,7 @@ class JointLayer(nn.Module):
                 q_lengths.append(T)
                 q_positions.append(positions_BT[:, offset:offset + T])
             offset += T
-        # P11: one attention over the concatenated sequence; P8: RoPE with the shared global positions.
+        # One attention over the concatenated sequence; RoPE with the positions shared by both experts.
         k = rope(torch.cat(ks, dim=1), positions_BT)
         v = torch.cat(vs, dim=1)
         new_kv = (k, v)
@@ -199,7 +202,7 @@ class JointLayer(nn.Module):
             v = torch.cat([kv_cache[1], v], dim=1)
         if skip_prefix_output and hidden[0] is not None:
             mask_BTS = mask_BTS[:, hidden[0].shape[1]:]
-        # P7: MQA, q scaled by head_dim^-0.5, no soft-capping, softmax in float32 inside SDPA.
+        # MQA, q scaled by head_dim^-0.5, no soft-capping, softmax in float32 inside SDPA (openpi's `Attention`).
         # A fully masked query row (padding token) would give NaN with a boolean mask; let it attend everywhere instead,
         # as openpi's finite mask value does. Such rows are never read by a valid token.
         mask_BTS = mask_BTS | ~mask_BTS.any(dim=-1, keepdim=True)
@@ -229,7 +232,7 @@ class JointTransformer(nn.Module):
 
     def __init__(self, vlm: GemmaConfig, expert: GemmaConfig, vocab_size: int, adaptive: bool):
         super().__init__()
-        for name in ("depth", "num_heads", "num_kv_heads", "head_dim"):  # spec §1.2: experts share these
+        for name in ("depth", "num_heads", "num_kv_heads", "head_dim"):  # one attention needs these equal
             if getattr(vlm, name) != getattr(expert, name):
                 raise ValueError(f"model config: vlm.{name}={getattr(vlm, name)} != expert.{name}={getattr(expert, name)}")
         cond_dim = expert.width if adaptive else None
@@ -254,7 +257,7 @@ class JointTransformer(nn.Module):
         return torch.stack([n.modulation(cond_SC) for n in [*norms, self.expert_norm]], dim=1)
 
     def embed(self, tokens_BL: torch.Tensor) -> torch.Tensor:
-        # P4: only language tokens are scaled by sqrt(width).
+        # Only language tokens are scaled by sqrt(width) (openpi's `Embedder.encode`); image and action tokens are not.
         return self.embed_tokens(tokens_BL) * math.sqrt(self.vlm_width)
 
     def forward(

@@ -1,4 +1,4 @@
-"""LoRA adapters for the two Gemma experts, as openpi's gemma_2b_lora / gemma_300m_lora (models/lora.py):
+"""LoRA adapters for the two Gemma experts, as openpi's gemma_2b_lora / gemma_300m_lora (src/openpi/models/lora.py):
 y = x W^T + scale * (x A^T) B^T with A (r, in), B (out, r) both ~ N(0, init_std) and scale = alpha / r, on the
 attention projections (q, k, v, o) and the GeGLU matrices (gate, up, down) of every layer.
 

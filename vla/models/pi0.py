@@ -1,5 +1,6 @@
-"""Pi0 / Pi0.5 flow-matching policy (spec §2, §3): prefix = images + language through the VLM expert, suffix =
-(state +) noisy actions through the action expert, one joint transformer; loss and Euler sampling with a prefix KV cache.
+"""Pi0 / Pi0.5 flow-matching policy (openpi src/openpi/models/pi0.py): prefix = images + language through the VLM
+expert, suffix = (state +) noisy actions through the action expert, one joint transformer; loss and Euler sampling
+with a prefix KV cache.
 
 Model batch (produced by vla.data.transforms, identical in training and evaluation):
   images       {camera: uint8 (B,3,224,224) or float in [-1,1]}  cameras absent from the dict are skipped (see below)
@@ -23,7 +24,8 @@ from vla.models.siglip import ImageEncoder
 
 
 def make_attn_mask(input_mask_BN: torch.Tensor, ar_mask_BN: torch.Tensor) -> torch.Tensor:
-    """P10: token i may attend token j iff block(j) <= block(i) (block = cumsum of ar) and both are valid."""
+    """Token i may attend token j iff block(j) <= block(i) (block = cumsum of ar) and both are valid (openpi's
+    `make_attn_mask`, src/openpi/models/pi0.py)."""
     block = torch.cumsum(ar_mask_BN.long(), dim=1)
     causal = block[:, None, :] <= block[:, :, None]
     valid = input_mask_BN[:, None, :] & input_mask_BN[:, :, None]
@@ -42,11 +44,11 @@ def jax_linspace(num: int, device: torch.device | None = None) -> torch.Tensor:
 
 
 def sincos_time_embedding(t_B: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
-    """P12: [sin | cos] of t * 2pi / period, periods log-spaced from min to max, in float32 in the order of openpi's
-    JAX reference (`posemb_sincos`: t * (1/period * 2pi)). The fractions equal jnp.linspace's bit for bit; pow, sin
-    and cos are torch's, each within 1 ulp of XLA's but not always equal: at width 1024 (2pi/period up to 1571, whose
-    ulp is 1.2e-4) the values differ from JAX's by up to 6.1e-5 for t in [0, 1]. openpi's PyTorch port computes in
-    float64 and differs from JAX by up to 2e-4."""
+    """[sin | cos] of t * 2pi / period, periods log-spaced from min to max, in float32 in the order of openpi's
+    JAX reference (`posemb_sincos` in src/openpi/models/pi0.py: t * (1/period * 2pi)). The fractions equal
+    jnp.linspace's bit for bit; pow, sin and cos are torch's, each within 1 ulp of XLA's but not always equal: at
+    width 1024 (2pi/period up to 1571, whose ulp is 1.2e-4) the values differ from JAX's by up to 6.1e-5 for t in
+    [0, 1]. openpi's PyTorch port computes in float64 and differs from JAX by up to 2e-4."""
     fraction = jax_linspace(dim // 2, device=t_B.device)
     period = min_period * (max_period / min_period) ** fraction
     arg = t_B.float()[:, None] * (1.0 / period * 2.0 * math.pi)[None, :]
@@ -54,8 +56,9 @@ def sincos_time_embedding(t_B: torch.Tensor, dim: int, min_period: float = 4e-3,
 
 
 def sample_flow_time(batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
-    """P15: t = 0.999 * Beta(1.5, 1) + 0.001, t=1 is noise. Beta(a, 1) has CDF t^a, so t = U^(1/a) samples it exactly
-    with a plain uniform draw (reproducible through a torch.Generator, unlike torch.distributions.Beta)."""
+    """t = 0.999 * Beta(1.5, 1) + 0.001, t=1 is noise (openpi's `compute_loss`, src/openpi/models/pi0.py).
+    Beta(a, 1) has CDF t^a, so t = U^(1/a) samples it exactly with a plain uniform draw (reproducible through a
+    torch.Generator, unlike torch.distributions.Beta)."""
     u = torch.rand(batch_size, device=device, generator=generator)
     return u.pow(1.0 / 1.5) * 0.999 + 0.001
 
@@ -148,7 +151,8 @@ class Pi0Policy(nn.Module):
         return tokens, mask, ar
 
     def time_condition(self, t_B: torch.Tensor) -> torch.Tensor:
-        """Pi0.5 (P13): the time condition (B, width) that drives every adaRMSNorm of the expert."""
+        """Pi0.5: the time condition (B, width) that drives every adaRMSNorm of the expert,
+        silu(time_mlp_out(silu(time_mlp_in(sincos(t))))) as openpi's `embed_suffix` (src/openpi/models/pi0.py)."""
         time_emb = sincos_time_embedding(t_B, self.cfg.expert.width)
         return F.silu(self.time_mlp_out(F.silu(_linear(self.time_mlp_in, time_emb))))
 
@@ -160,12 +164,12 @@ class Pi0Policy(nn.Module):
         width = self.cfg.expert.width
         actions = _linear(self.action_in_proj, x_t_BHA)
         if self.cfg.pi05:
-            # P13: the time condition drives every adaRMSNorm of the expert; action tokens carry no time.
+            # The time condition drives every adaRMSNorm of the expert; action tokens carry no time.
             cond = self.time_condition(t_B) if with_cond else None
             tokens = actions
             num_blocks = 1  # the action tokens start one block
         else:
-            # P14: state token, then action tokens mixed with time by an MLP.
+            # Pi0: state token, then action tokens mixed with time by an MLP (action first, time second, as openpi).
             cond = None
             time_BHD = sincos_time_embedding(t_B, width)[:, None, :].expand(B, H, width).to(actions.dtype)
             mixed = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([actions, time_BHD], dim=-1))))
@@ -181,7 +185,8 @@ class Pi0Policy(nn.Module):
     def compute_loss(
         self, batch: dict, noise: torch.Tensor | None = None, time: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Per-step flow-matching loss (B, H): mean over action dims of (v_t - (noise - actions))^2 (spec §3.1)."""
+        """Per-step flow-matching loss (B, H): mean over action dims of (v_t - (noise - actions))^2, with
+        x_t = t * noise + (1 - t) * actions (openpi's `compute_loss`, src/openpi/models/pi0.py)."""
         actions = batch["actions"].float()
         B, H, _ = actions.shape
         if noise is None:
@@ -196,7 +201,7 @@ class Pi0Policy(nn.Module):
         suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(batch.get("state"), x_t, time)
         mask = torch.cat([prefix_mask, suffix_mask], dim=1)
         attn = make_attn_mask(mask, torch.cat([prefix_ar, suffix_ar], dim=1))
-        positions = torch.cumsum(mask.long(), dim=1) - 1  # P9
+        positions = torch.cumsum(mask.long(), dim=1) - 1  # padding does not advance the position, as in openpi
         out, _ = self.transformer(prefix, suffix.to(prefix.dtype), positions, attn, cond)
         v_t = _linear(self.action_out_proj, out[:, -H:]).float()
         return (v_t - target).pow(2).mean(dim=-1)
@@ -217,7 +222,8 @@ class Pi0Policy(nn.Module):
     @torch.no_grad()
     def prefix_cache(self, batch: dict) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """One pass of the prefix (images + prompt) through the VLM expert: per-layer (k, v) post-RoPE and the
-        prefix validity mask (B, Tp). Computed once per `sample_actions` and never extended (spec §3.2)."""
+        prefix validity mask (B, Tp). Computed once per `sample_actions` and never extended by suffix tokens (as in
+        openpi's `sample_actions`, src/openpi/models/pi0.py)."""
         prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
         positions = torch.cumsum(prefix_mask.long(), dim=1) - 1
         _, kv_cache = self.transformer(prefix, None, positions, make_attn_mask(prefix_mask, prefix_ar), return_kv=True)
@@ -244,7 +250,8 @@ class Pi0Policy(nn.Module):
         suffix = suffix.to(kv_cache[0][0].dtype)
         Ts = suffix.shape[1]
         attn = torch.cat([prefix_mask[:, None, :].expand(B, Ts, -1), make_attn_mask(suffix_mask, suffix_ar)], dim=2)
-        positions = prefix_mask.long().sum(dim=1, keepdim=True) + torch.cumsum(suffix_mask.long(), dim=1) - 1  # P9
+        # the suffix continues after the valid prefix tokens: the same positions as the joint training pass
+        positions = prefix_mask.long().sum(dim=1, keepdim=True) + torch.cumsum(suffix_mask.long(), dim=1) - 1
         out, _ = self.transformer(None, suffix, positions, attn, cond, kv_cache=kv_cache, modulations=modulations)
         return _linear(self.action_out_proj, out[:, -H:]).float()
 
@@ -266,10 +273,11 @@ class Pi0Policy(nn.Module):
     def sample_actions(
         self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None, use_kv_cache: bool = True
     ) -> torch.Tensor:
-        """Euler integration of the learned velocity from t=1 (noise) to t=0 (spec §3.2). Returns (B, H, action_dim),
-        normalized. Prompt padding that no sample uses is dropped first (`trim_prompt_padding`). The prefix K/V are
-        computed once and reused for every step, never extended; `use_kv_cache=False` recomputes the whole sequence at
-        every step (the reference the cache is tested against)."""
+        """Euler integration of the learned velocity from t=1 (noise) to t=0 (openpi's `sample_actions`,
+        src/openpi/models/pi0.py). Returns (B, H, action_dim), normalized. Prompt padding that no sample uses is
+        dropped first (`trim_prompt_padding`). The prefix K/V are computed once and reused for every step, never
+        extended; `use_kv_cache=False` recomputes the whole sequence at every step (the reference the cache is tested
+        against)."""
         num_steps = num_steps or self.cfg.num_denoise_steps
         batch = trim_prompt_padding(batch, self.cfg.prompt_bucket)
         tokens = batch["tokens"]

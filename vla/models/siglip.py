@@ -1,4 +1,5 @@
-"""SigLIP So400m/14 image encoder (transformers' SiglipVisionModel, unpatched) + the PaliGemma projection (spec §1.1)."""
+"""SigLIP So400m/14 image encoder (transformers' SiglipVisionModel, unpatched) + the PaliGemma projection, as openpi
+builds them (src/openpi/models/siglip.py, pool_type="none")."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def siglip_config(cfg: VisionConfig) -> SiglipVisionConfig:
         num_channels=3,
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
-        hidden_act="gelu_pytorch_tanh",  # P6
+        hidden_act="gelu_pytorch_tanh",  # openpi's siglip.py uses flax nn.gelu, the tanh approximation
         layer_norm_eps=1e-6,  # flax LayerNorm default
         vision_use_head=False,  # pool_type="none": all patch tokens are kept
         attn_implementation="sdpa",
@@ -27,7 +28,7 @@ def siglip_config(cfg: VisionConfig) -> SiglipVisionConfig:
 
 class ImageEncoder(nn.Module):
     """uint8 or [-1, 1] float images (B, 3, H, W) -> (B, num_patches, out_dim) tokens. No scaling after the
-    projection (P5: openpi drops HF PaliGemma's 1/sqrt(d))."""
+    projection: openpi's `Module` (src/openpi/models/siglip.py) has no 1/sqrt(d) after its head, unlike HF PaliGemma."""
 
     def __init__(self, cfg: VisionConfig, out_dim: int):
         super().__init__()
@@ -44,7 +45,7 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images_BCHW: torch.Tensor) -> torch.Tensor:
         if images_BCHW.dtype == torch.uint8:
-            images_BCHW = images_BCHW.float() / 255.0 * 2.0 - 1.0  # P17
+            images_BCHW = images_BCHW.float() / 255.0 * 2.0 - 1.0  # openpi's [-1, 1] (src/openpi/models/model.py)
         # The embeddings cast pixels to the patch-conv dtype themselves.
         features = self.tower(pixel_values=images_BCHW).last_hidden_state
         return self.proj(features.to(self.proj.weight.dtype))

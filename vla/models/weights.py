@@ -3,7 +3,7 @@
     `PI0Pytorch`, as its `examples/convert_jax_model_to_pytorch.py` writes them, with a `config.json` beside them)
   * LeRobot pi0/pi05 `model.safetensors`: the same keys prefixed `model.`
   * openpi JAX `params` (Orbax PyTree of `openpi.models.pi0`), mapped with that conversion script's transposes
-    (o-proj by the generic rule)
+    (the attention output projection by one rule for both experts, see `jax_to_openpi`)
 Our own parameter names mirror openpi's PyTorch layout one-to-one (same shapes, nn.Linear (out, in)), so the
 PyTorch mapping is a pure renaming. Pi0 vs Pi0.5 is detected from the keys, never from the path.
 
@@ -34,7 +34,8 @@ from vla.models.config import DTYPES, PolicyConfig
 PALI = "paligemma_with_expert.paligemma.model."
 EXPERT = "paligemma_with_expert.gemma_expert.model."
 # Present in openpi PyTorch checkpoints but not ours: the PaliGemma LM head is tied to the token embedding, and the
-# action expert's LM head is an unused random matrix that openpi's conversion never fills (spec §1.3, §6.2).
+# action expert's LM head is an unused random matrix that openpi's conversion never fills
+# (openpi examples/convert_jax_model_to_pytorch.py; src/openpi/models_pytorch/gemma_pytorch.py builds it).
 PALI_LM_HEAD = "paligemma_with_expert.paligemma.lm_head.weight"
 IGNORED_KEYS = {PALI_LM_HEAD, "paligemma_with_expert.gemma_expert.lm_head.weight"}
 LEROBOT_PREFIX = "model."
@@ -155,8 +156,9 @@ _SIGLIP = f"{PALI}vision_tower.vision_model."
 
 
 def jax_to_openpi(params: dict[str, np.ndarray], cfg) -> dict[str, np.ndarray]:
-    """Flat '/'-joined JAX param paths -> openpi PyTorch keys, with the transposes of spec §6.3. Every consumed
-    path is removed from a copy; leftovers raise (they would be silently dropped otherwise)."""
+    """Flat '/'-joined JAX param paths -> openpi PyTorch keys, with the transposes of openpi's
+    examples/convert_jax_model_to_pytorch.py. Every consumed path is removed from a copy; leftovers raise (they would
+    be silently dropped otherwise)."""
     p = dict(params)
     out: dict[str, np.ndarray] = {}
     vision_depth, depth = cfg.vision.depth, cfg.vlm.depth
@@ -170,7 +172,7 @@ def jax_to_openpi(params: dict[str, np.ndarray], cfg) -> dict[str, np.ndarray]:
         out[pt_prefix + "weight"] = take(jax_prefix + "kernel").T
         out[pt_prefix + "bias"] = take(jax_prefix + "bias")
 
-    # SigLIP (spec §6.3)
+    # SigLIP: conv kernel (kh, kw, in, out) -> (out, in, kh, kw), position embedding (1, P, D) -> (P, D)
     out[_SIGLIP + "embeddings.patch_embedding.weight"] = take(_IMG + "embedding/kernel").transpose(3, 2, 0, 1)
     out[_SIGLIP + "embeddings.patch_embedding.bias"] = take(_IMG + "embedding/bias")
     pos = take(_IMG + "pos_embedding")
@@ -220,7 +222,9 @@ def jax_to_openpi(params: dict[str, np.ndarray], cfg) -> dict[str, np.ndarray]:
             out[pre + "self_attn.q_proj.weight"] = q[i].transpose(0, 2, 1).reshape(n * h, d)
             out[pre + "self_attn.k_proj.weight"] = kv[i, 0].transpose(0, 2, 1).reshape(-1, d)  # (K, D, H) -> (K*H, D)
             out[pre + "self_attn.v_proj.weight"] = kv[i, 1].transpose(0, 2, 1).reshape(-1, d)
-            out[pre + "self_attn.o_proj.weight"] = o[i].reshape(n * h, d).T  # generic rule (spec §6.3)
+            # (N, H, D) -> (D, N*H) for both experts; openpi's script transposes the VLM's another way, which is the
+            # same only because N * H == D there
+            out[pre + "self_attn.o_proj.weight"] = o[i].reshape(n * h, d).T
             out[pre + "mlp.gate_proj.weight"] = gating[i, 0].T
             out[pre + "mlp.up_proj.weight"] = gating[i, 1].T
             out[pre + "mlp.down_proj.weight"] = lin[i].T

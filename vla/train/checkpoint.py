@@ -10,7 +10,7 @@
 Every checkpoint holds `state/`, written by all ranks in parallel: it is all that `resume=true` reads. The
 consolidated weights are gathered to rank 0 and written by it alone (2 x 13 GB for full Pi0.5), so only the checkpoints
 the loop asks for have them (`export_interval` and the run's last step). Readers of weights skip the others: eval
-resolves a run dir to its newest checkpoint that has weights (vla/eval/policy.py), and `model.pretrained` is refused
+resolves a run dir to its newest checkpoint that has weights (vla/runs.py), and `model.pretrained` is refused
 at start-up when it names a checkpoint without them.
 """
 

@@ -5,8 +5,8 @@ Under FSDP2 every parameter, gradient and AdamW moment is a DTensor sharded on d
 For the 3B model's ~800 tensors that was 43 ms of host time in AdamW's step and 33 ms in the clipping per step
 (2 x H200, batch 16 per GPU, no recomputation: GPU time 13.5 and 5.7 ms), during which the GPU, done with the
 backward, mostly waited. Both are elementwise over the shards apart from one sum, so they run here on each DTensor's
-local tensor (`local_shard`) with the same kernels and formulas: 5.6 and 10 ms of host time, and a 3-7% shorter step
-at batch 22 per GPU (docs/benchmarks.md, session 15).
+local tensor (`local_shard`) with the same kernels and formulas: 5.6 and 10 ms of host time, and MFU up from
+41.6-43.4% to 44.5% on 2 x H200 at batch 22 per GPU (docs/benchmarks.md; the profiles: docs/history/benchmarks_log.md).
 """
 
 from __future__ import annotations

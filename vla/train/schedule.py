@@ -1,4 +1,4 @@
-"""Learning-rate schedules with optax's exact semantics (openpi optimizer.py, spec §5.1)."""
+"""Learning-rate schedules with optax's exact semantics (openpi src/openpi/training/optimizer.py)."""
 
 from __future__ import annotations
 
