@@ -16,15 +16,9 @@ import argparse
 import time
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from vla.data.config import register_configs as register_data
+from vla.configs import compose, to_object
 from vla.data.dataset import SyntheticDataset
 from vla.data.transforms import collate
-from vla.models import CONF_DIR
-from vla.models.config import register_configs as register_model
-from vla.train.config import register_configs as register_train
 from vla.train.distributed import init_distributed, init_mesh
 from vla.train.ema import EMA
 from vla.train.loop import build_model
@@ -42,11 +36,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--dtensor-optimizer", action="store_true")
     args = ap.parse_args()
-    register_data(), register_model(), register_train()
     tiny = [f"model.{group}.{k}={v}" for group, kv in TINY.items() for k, v in kv.items()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=[f"model={args.model}", "task=pushcube", "hardware=cpu",
-                                                               "run_name=bench"] + tiny))
+    cfg = to_object(compose("train", [f"model={args.model}", "task=pushcube", "hardware=cpu", "run_name=bench", *tiny]))
     torch.set_num_threads(1)
     device = init_distributed(cfg.hardware)[2]
     policy, _ = build_model(cfg, init_mesh(device, 1), device, 0)

@@ -30,16 +30,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from vla.data.config import register_configs as register_data
-from vla.models import CONF_DIR
+from vla.configs import compose, to_object
 from vla.models.config import PolicyConfig
-from vla.models.config import register_configs as register_model
-from vla.train.config import register_configs as register_train
-from vla.train.loop import train
 from vla.runs import read_metrics
+from vla.train.loop import train
 
 PROFILED_STEPS = 2
 RANK, WORLD = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun
@@ -89,7 +84,6 @@ def profiled(steps: int, trace: Path):
 
 def run(model: str, batch: int, ac: bool, compile_: str, ema: bool, steps: int, precision: str,
         hardware: str = "1xgpu", profile_dir: Path | None = None, extra: list[str] = ()) -> dict:
-    register_data(), register_model(), register_train()
     torch._dynamo.reset()  # each setting compiles afresh: a second batch size would otherwise recompile as dynamic
     overrides = [
         f"model={model}", f"hardware={hardware}", f"hardware.activation_checkpointing={ac}",
@@ -99,8 +93,7 @@ def run(model: str, batch: int, ac: bool, compile_: str, ema: bool, steps: int, 
         f"log_interval={steps // 2}", "save_interval=null", "progress=false", "run_name=bench", "hardware.num_workers=4",
         *([] if ema else ["optim.ema_decay=null"]), *extra,
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("train", overrides=overrides))
+    cfg = to_object(compose("train", overrides))
     tag = f"b{batch}_ac{'on' if ac else 'off'}_compile{compile_}" + "".join(f"_{e}" for e in extra)
     tag = "".join(c if c.isalnum() or c in "._-" else "-" for c in tag)  # a plain file name
     trace = profile_dir / f"{tag}.json.gz" if profile_dir and RANK == 0 else None
