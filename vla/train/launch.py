@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from vla.configs import TrainConfig
 from vla.train.memory import check_training_memory
@@ -18,12 +17,11 @@ from vla.train.memory import check_training_memory
 log = logging.getLogger(__name__)
 
 
-def _worker(cfg_yaml: str, run_dir: str) -> dict:
-    """Entry point of a launched rank (module-level so that it pickles)."""
+def _worker(cfg: TrainConfig, run_dir: str) -> dict:
+    """Entry point of a launched rank (module-level so that it pickles; the typed config travels as it is)."""
     from vla.train.loop import train
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(cfg_yaml)))
     return train(cfg, run_dir)
 
 
@@ -43,6 +41,5 @@ def launch(cfg: TrainConfig, run_dir: str | Path) -> dict:
         min_nodes=1, max_nodes=1, nproc_per_node=n, run_id=uuid.uuid4().hex, rdzv_backend="c10d",
         rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5, start_method="spawn",
     )
-    cfg_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg))
-    results = elastic_launch(config, _worker)(cfg_yaml, str(run_dir))
+    results = elastic_launch(config, _worker)(cfg, str(run_dir))
     return results[0]
