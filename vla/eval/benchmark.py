@@ -302,20 +302,14 @@ def _interval(cell: dict, metric: str) -> str:
     return f"{100 * cell[metric]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _train_gpu(cell: dict) -> str:
-    if cell["train_gpu_minutes"] is None:
+def _gpu_minutes(cell: dict, phase: str) -> str:
+    """A cell's GPU minutes of `phase` (train | eval); a CPU phase counts 0 and shows its CPU minutes."""
+    minutes = cell[f"{phase}_gpu_minutes"]
+    if minutes is None:
         return "?"
-    if cell["train_device"] == "cuda":
-        return f"{cell['train_gpu_minutes']:.1f} ({cell['train_processes']} GPU)"
-    return f"0 ({cell['train_device']}: {cell['train_minutes']:.1f} min)"
-
-
-def _eval_gpu(cell: dict) -> str:
-    if cell["eval_gpu_minutes"] is None:
-        return "?"
-    if cell["eval_device"] == "cuda":
-        return f"{cell['eval_gpu_minutes']:.1f}"
-    return f"0 ({cell['eval_device']}: {cell['eval_minutes']:.1f} min)"
+    if cell[f"{phase}_device"] == "cuda":
+        return f"{minutes:.1f}" + (f" ({cell['train_processes']} GPU)" if phase == "train" else "")
+    return f"0 ({cell[f'{phase}_device']}: {cell[f'{phase}_minutes']:.1f} min)"
 
 
 def what_failed(cell: dict) -> str:
@@ -367,7 +361,7 @@ def detail_table(rows: list[dict], confidence: float) -> list[str]:
             demos = "?" if c["demos"] is None else f"{c['demos']:,} ({c['demos_source']})"
             lines.append("| " + " | ".join([
                 row["env_id"], family, f"`{c['model']}` ({c['task_config']})", _interval(c, "success_once"),
-                _interval(c, "success_at_end"), str(c["episodes"]), c["seeds"], demos, _train_gpu(c), _eval_gpu(c),
+                _interval(c, "success_at_end"), str(c["episodes"]), c["seeds"], demos, _gpu_minutes(c, "train"), _gpu_minutes(c, "eval"),
                 what_failed(c), f"`{c['evaluation']}`"]) + " |")
     return lines
 
