@@ -361,8 +361,8 @@ def detail_table(rows: list[dict], confidence: float) -> list[str]:
             demos = "?" if c["demos"] is None else f"{c['demos']:,} ({c['demos_source']})"
             lines.append("| " + " | ".join([
                 row["env_id"], family, f"`{c['model']}` ({c['task_config']})", _interval(c, "success_once"),
-                _interval(c, "success_at_end"), str(c["episodes"]), c["seeds"], demos, _gpu_minutes(c, "train"), _gpu_minutes(c, "eval"),
-                what_failed(c), f"`{c['evaluation']}`"]) + " |")
+                _interval(c, "success_at_end"), str(c["episodes"]), c["seeds"], demos, _gpu_minutes(c, "train"),
+                _gpu_minutes(c, "eval"), what_failed(c), f"`{c['evaluation']}`"]) + " |")
     return lines
 
 
