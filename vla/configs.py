@@ -67,10 +67,10 @@ class OptimConfig:
         check(self.schedule in ("cosine", "constant"), f"optim.schedule={self.schedule!r}: expected cosine or constant")
         check(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps}: must be >= 0")
         check(self.schedule != "cosine" or self.decay_steps > self.warmup_steps,
-               f"optim.decay_steps={self.decay_steps}: must exceed optim.warmup_steps={self.warmup_steps}")
+              f"optim.decay_steps={self.decay_steps}: must exceed optim.warmup_steps={self.warmup_steps}")
         check(self.clip_grad_norm > 0, f"optim.clip_grad_norm={self.clip_grad_norm}: must be positive")
         check(self.ema_decay is None or 0 <= self.ema_decay < 1,
-               f"optim.ema_decay={self.ema_decay}: must be in [0, 1), or null for no EMA")
+              f"optim.ema_decay={self.ema_decay}: must be in [0, 1), or null for no EMA")
 
 
 @dataclass
@@ -97,7 +97,7 @@ class HardwareConfig:
         check(self.precision in ("fp32", "bf16"), f"hardware.precision={self.precision!r}: expected fp32 or bf16")
         check(self.num_processes >= 1, f"hardware.num_processes={self.num_processes}: must be at least 1")
         check(self.micro_batch_size is None or self.micro_batch_size >= 1,
-               f"hardware.micro_batch_size={self.micro_batch_size}: must be positive, or null (batch_size / ranks)")
+              f"hardware.micro_batch_size={self.micro_batch_size}: must be positive, or null (batch_size / ranks)")
         check(self.num_workers >= 0, f"hardware.num_workers={self.num_workers}: must be >= 0")
 
 
