@@ -51,7 +51,7 @@ def test_missing_input(kind, tmp_path):
 
 
 def test_outlier_frame_is_refused_or_its_episode_dropped(copy_demo, tmp_path):
-    """A dimension constant but for one frame (q01 = q99) would normalize that frame to ~1e5 (P20: no clipping)."""
+    """A dimension constant but for one frame (q01 = q99) would normalize that frame to ~1e5 (openpi's normalization does not clip)."""
     import re
 
     import h5py

@@ -315,7 +315,7 @@ def test_tcp_to_goal_pos_is_goal_minus_gripper_in_demos_and_live_env(demo_files)
     assert {k: v for k, v in vars(wrist).items() if k not in changed} == {
         k: v for k, v in vars(rel).items() if k not in changed}
 
-    # the base-camera PickCube demos of the session fixture, with the relative goal after the absolute one
+    # the base-camera PickCube demos of the shared `demo_files` fixture, with the relative goal after the absolute one
     task = load_task("pickcube", image_size=IMAGE_SIZE, state_dim=14, state_extra={"tcp_to_goal_pos": 3})
     assert [k for k, _ in task.state_sources] == ["agent/qpos", "extra/goal_pos", "extra/tcp_to_goal_pos"]
     h5 = demo_files["pickcube"]

@@ -59,7 +59,7 @@ def test_swapped_images_come_from_other_frames(frames):
 
     open_loop_errors(record("plain"), frames, 32, frames=5, steps=4, seed=3)
     open_loop_errors(record("swap"), frames, 32, frames=5, steps=4, seed=3, swap_images=True)
-    for a, b in zip(seen["plain"], seen["swap"]):
+    for a, b in zip(seen["plain"], seen["swap"], strict=True):
         np.testing.assert_array_equal(a["state"], b["state"])
         assert any(not np.array_equal(a["images"][k], b["images"][k]) for k in a["images"])
 
