@@ -144,7 +144,6 @@ def test_interrupt_mid_episode_leaves_nothing(demo_files, tasks, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
 def test_video_dataset_reads_back_through_the_training_dataset(demo_files, tasks, datasets, tmp_path):
     """use_videos=True: AV1 mp4s written by lerobot, decoded by lerobot (torchcodec) through ChunkedDataset; lossy
     but close to the exact PNG frames, and much smaller."""

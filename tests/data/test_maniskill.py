@@ -234,7 +234,7 @@ def test_more_demos_than_attempts_fails_before_any_work(tmp_path):
     """num_demos > demos.max_attempts can never succeed: one line at once, not after every seed has been rendered."""
     from vla.data.maniskill import GenerationError, generate_demos
 
-    task = load_task("pickcube", demos={"max_attempts": 3})
+    task = load_task("pickcube", demos={"num_demos": 1, "max_attempts": 3})  # a valid config; the call asks for 5
     with pytest.raises(GenerationError, match=r"max_attempts=3 < num_demos=5") as e:
         generate_demos(task, tmp_path / "out", num_demos=5, progress=False)
     assert "\n" not in str(e.value)

@@ -14,6 +14,7 @@ from vla.eval.open_loop import open_loop_errors, state_sensitivity
 
 REPO = Path(__file__).resolve().parents[2]
 HORIZON = 8
+pytestmark = pytest.mark.slow  # every test reads frames of the generated ManiSkill demos
 
 
 class IndexedFrames(ChunkedDataset):
@@ -84,7 +85,6 @@ def test_state_shift_reports_what_a_state_dimension_moves(frames):
     np.testing.assert_array_equal(frames[0]["state"], before)
 
 
-@pytest.mark.slow
 def test_open_loop_cli(trained_run, datasets, tmp_path):
     out = tmp_path / "ol.json"
     proc = subprocess.run([sys.executable, "-m", "vla.eval.open_loop", "--checkpoint", str(trained_run), "--dataset",

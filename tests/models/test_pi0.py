@@ -172,6 +172,7 @@ def test_kv_cache_equals_full_recompute(name):
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_compiled_inference_equals_eager():
     """compile_for_inference (eval.py compile=true) samples the same actions, call after call (CUDA graphs only
     exist on the GPU; on the CPU this checks the compiled functions and the loop that calls them)."""

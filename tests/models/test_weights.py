@@ -353,6 +353,7 @@ def test_openpi_config_names_openpi_variants():
     assert (config["precision"], config["pi05"], config["action_horizon"]) == ("bfloat16", False, 50)
 
 
+@pytest.mark.slow
 def test_export_errors_are_one_line_and_write_nothing(tmp_path):
     """The real command line: a checkpoint that does not fit the model, and an existing --out."""
     _training_checkpoint(tmp_path / "ckpt", "pi05_tiny")

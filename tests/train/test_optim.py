@@ -96,6 +96,7 @@ def test_matches_torch_on_one_rank(one_rank, fused, monkeypatch):
     assert seen == [False, False, False]  # every step ran on the local shards
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fused", [False, True])
 def test_matches_torch_on_two_gloo_ranks(fused, tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), fused), nprocs=2, join=True)
