@@ -1,5 +1,6 @@
-"""Session fixtures shared by tests/data and tests/train: real ManiSkill demos, generated once per session by
-ManiSkill's own motion planners and trajectory replay (`generate_demos`), and the LeRobot datasets converted from them.
+"""Session fixtures shared by tests/data, tests/train and tests/eval: real ManiSkill demos, generated once per session
+by ManiSkill's own motion planners and trajectory replay (`generate_demos`), and the LeRobot datasets converted from
+them.
 
 Demos are rendered at IMAGE_SIZE (128) instead of the tasks' 256: CPU rendering dominates generation and replay time,
 and every code path is the same (the model transform then resizes the images *up* to 224).
