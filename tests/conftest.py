@@ -1,13 +1,19 @@
-"""Session fixtures shared by tests/data and tests/train: real ManiSkill demos, generated once per session by
-ManiSkill's own motion planners and trajectory replay (`generate_demos`), and the LeRobot datasets converted from them.
+"""Session fixtures shared by tests/data, tests/train and tests/eval: real ManiSkill demos, generated once per session
+by ManiSkill's own motion planners and trajectory replay (`generate_demos`), and the LeRobot datasets converted from
+them.
 
 Demos are rendered at IMAGE_SIZE (128) instead of the tasks' 256: CPU rendering dominates generation and replay time,
 and every code path is the same (the model transform then resizes the images *up* to 224).
 """
 
+# `slow` marks a test that needs ManiSkill demos or rendering, several processes, an app subprocess or torch.compile.
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the test suite may reach a hub (set before any HF import)
+# OpenMP threads sleep while they wait instead of spinning (read when torch loads OpenMP, so before any torch import):
+# on a CPU shared with other processes, spinning torch threads make the model tests several times slower
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402

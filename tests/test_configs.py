@@ -143,6 +143,7 @@ def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, args, message", [
     ("train.py", ["num_steps=-5"], "train.py: error: num_steps=-5: must be at least 1"),
     ("train.py", ["batch_size=0"], "train.py: error: batch_size=0: must be positive"),
@@ -158,6 +159,7 @@ def test_bad_input_is_one_error_line_in_every_app(script, args, message, tmp_pat
     assert not (tmp_path / "runs" / "pickcube").exists() and not list(tmp_path.glob("runs/*/checkpoints"))
 
 
+@pytest.mark.slow
 def test_a_recipe_reaches_the_run_dir(tmp_path):
     """train.py +experiment=... records the whole recipe (with the command line's changes) in the run's config.yaml,
     where eval.py reads it back: tiny sizes on synthetic data, one step on the CPU."""

@@ -50,8 +50,10 @@ def test_missing_input(kind, tmp_path):
             convert(cfg)
 
 
+@pytest.mark.slow
 def test_outlier_frame_is_refused_or_its_episode_dropped(copy_demo, tmp_path):
-    """A dimension constant but for one frame (q01 = q99) would normalize that frame to ~1e5 (P20: no clipping)."""
+    """A dimension constant but for one frame (q01 = q99) would normalize that frame to ~1e5 (openpi's normalization
+    does not clip)."""
     import re
 
     import h5py
@@ -124,6 +126,7 @@ def test_cli_bad_input_is_one_error_line(copy_demo, tmp_path):
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_idle_frames_are_left_out_with_their_images(demo_files, tmp_path):
     """idle_action_max leaves out the frames in which the planner holds the arm still (before the descent, after the
     gripper closes); each kept frame keeps its own recorded image, state and action."""

@@ -16,7 +16,7 @@ def test_ranks_partition_an_epoch():
     n, world = 103, 4
     samplers = [EpochSampler(n, seed=7, rank=r, world_size=world) for r in range(world)]
     parts = [list(s) for s in samplers]
-    assert all(len(p) == len(s) == n // world for p, s in zip(parts, samplers))
+    assert all(len(p) == len(s) == n // world for p, s in zip(parts, samplers, strict=True))
     flat = [i for p in parts for i in p]
     assert len(set(flat)) == len(flat) == world * (n // world)  # no overlap, every rank the same count
     assert set(flat) <= set(range(n))

@@ -110,7 +110,7 @@ def test_existing_output_needs_overwrite(demo_files, tasks, tmp_path):
 
 def test_interrupt_mid_episode_leaves_nothing(demo_files, tasks, tmp_path, monkeypatch):
     """Ctrl-C in the middle of an episode, with PNG writes still queued in lerobot's writer threads: they must be
-    finished before the temp dir is removed (a write landing during the removal left the temp dir behind)."""
+    finished before the temp dir is removed (a write landing during the removal would leave the temp dir behind)."""
     from lerobot.datasets import image_writer
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -144,7 +144,6 @@ def test_interrupt_mid_episode_leaves_nothing(demo_files, tasks, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
 def test_video_dataset_reads_back_through_the_training_dataset(demo_files, tasks, datasets, tmp_path):
     """use_videos=True: AV1 mp4s written by lerobot, decoded by lerobot (torchcodec) through ChunkedDataset; lossy
     but close to the exact PNG frames, and much smaller."""

@@ -234,7 +234,7 @@ def test_more_demos_than_attempts_fails_before_any_work(tmp_path):
     """num_demos > demos.max_attempts can never succeed: one line at once, not after every seed has been rendered."""
     from vla.data.maniskill import GenerationError, generate_demos
 
-    task = load_task("pickcube", demos={"max_attempts": 3})
+    task = load_task("pickcube", demos={"num_demos": 1, "max_attempts": 3})  # a valid config; the call asks for 5
     with pytest.raises(GenerationError, match=r"max_attempts=3 < num_demos=5") as e:
         generate_demos(task, tmp_path / "out", num_demos=5, progress=False)
     assert "\n" not in str(e.value)
@@ -315,7 +315,7 @@ def test_tcp_to_goal_pos_is_goal_minus_gripper_in_demos_and_live_env(demo_files)
     assert {k: v for k, v in vars(wrist).items() if k not in changed} == {
         k: v for k, v in vars(rel).items() if k not in changed}
 
-    # the base-camera PickCube demos of the session fixture, with the relative goal after the absolute one
+    # the base-camera PickCube demos of the shared `demo_files` fixture, with the relative goal after the absolute one
     task = load_task("pickcube", image_size=IMAGE_SIZE, state_dim=14, state_extra={"tcp_to_goal_pos": 3})
     assert [k for k, _ in task.state_sources] == ["agent/qpos", "extra/goal_pos", "extra/tcp_to_goal_pos"]
     h5 = demo_files["pickcube"]

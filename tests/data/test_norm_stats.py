@@ -53,7 +53,7 @@ def test_norm_stats_file_matches_direct_computation(name, demo_files, datasets, 
 
     trajs = trajectories(h5)
     actions = [read_h5(h5, t, "actions") for t in trajs]
-    states = [expected_state(h5, t, tasks[name], len(a)) for t, a in zip(trajs, actions)]
+    states = [expected_state(h5, t, tasks[name], len(a)) for t, a in zip(trajs, actions, strict=True)]
     expected = _direct_stats(states, actions, ACTION_HORIZON)
     dims = {"state": tasks[name].state_dim, "actions": 7}
     _assert_stats_close(doc["norm_stats"], expected, dims)

@@ -1,4 +1,5 @@
-"""Prompt tokenizer: both openpi formats (P18), state discretization (P19), padding, truncation."""
+"""Prompt tokenizer: both openpi formats and its state discretization (src/openpi/models/tokenizer.py), padding,
+truncation."""
 
 import logging
 

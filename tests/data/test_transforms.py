@@ -1,5 +1,6 @@
-"""Model transforms: openpi normalization (P20) and its inverse, resize-with-pad (P17), padding to action_dim after
-normalization, the Pi0.5 discrete-state prompt, masked cameras, collate, and train-time augmentation."""
+"""Model transforms: openpi normalization and its inverse (src/openpi/transforms.py), resize-with-pad
+(packages/openpi-client/src/openpi_client/image_tools.py), padding to action_dim after normalization, the Pi0.5
+discrete-state prompt, masked cameras, collate, and train-time augmentation."""
 
 import numpy as np
 import pytest

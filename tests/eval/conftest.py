@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.test_train import FAST, compose_train, data_overrides
+from tests.train.helpers import FAST, compose_train, data_overrides
 from vla.train.loop import train
 
 

@@ -59,7 +59,7 @@ def test_policy_batches_like_single_calls_and_unnormalizes(trained_run, datasets
     obs = [{k: v for k, v in frames[i].items() if not k.startswith("actions")} for i in (0, 30)]
     noise = torch.randn(2, policy.cfg.action_horizon, policy.cfg.action_dim, generator=torch.Generator().manual_seed(0))
     both = policy.act(obs, noise)
-    one = np.concatenate([policy.act([o], n[None]) for o, n in zip(obs, noise)])
+    one = np.concatenate([policy.act([o], n[None]) for o, n in zip(obs, noise, strict=True)])
     assert both.shape == (2, policy.cfg.action_horizon, 7)
     np.testing.assert_allclose(both, one, atol=1e-5)
     # raw = unnormalize(normalized model output): quantile inverse with the checkpoint's stats
@@ -115,8 +115,8 @@ def test_eval_cli_end_to_end(trained_run, tmp_path):
 
 
 def test_video_keeps_every_frame_and_odd_sizes(tmp_path):
-    """Episode videos are written with PyAV directly: imageio's writer crashed on the device, where PyAV rather than
-    imageio-ffmpeg is its plugin. Odd frame sizes are padded, not rejected, and no partial file is left behind."""
+    """Episode videos are written with PyAV directly, whichever imageio plugin is installed. Odd frame sizes are padded,
+    not rejected, and no partial file is left behind."""
     import av
 
     frames = [np.full((37, 51, 3), 20 * i, np.uint8) for i in range(10)]
@@ -169,7 +169,7 @@ def test_summary_counts_how_far_episodes_got():
     assert summary["reached_once"] == {"is_grasped": 0.5, "is_obj_placed": 0.25}
     assert summarize(episodes[3:], {})["reached_once"] == {}
     assert summary["closest_distance"] is None and summary["initial_distance"] is None  # no goal_distance recorded
-    for e, d in zip(episodes, (0.01, 0.04, 0.02, 0.03)):
+    for e, d in zip(episodes, (0.01, 0.04, 0.02, 0.03), strict=True):
         e["closest_distance"], e["initial_distance"] = d, 0.2
     summary = summarize(episodes, {})
     assert summary["closest_distance"] == {"p25": 0.0175, "median": 0.025, "p75": 0.0325, "min": 0.01}

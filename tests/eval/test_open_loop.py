@@ -14,6 +14,7 @@ from vla.eval.open_loop import open_loop_errors, state_sensitivity
 
 REPO = Path(__file__).resolve().parents[2]
 HORIZON = 8
+pytestmark = pytest.mark.slow  # every test reads frames of the generated ManiSkill demos
 
 
 class IndexedFrames(ChunkedDataset):
@@ -59,7 +60,7 @@ def test_swapped_images_come_from_other_frames(frames):
 
     open_loop_errors(record("plain"), frames, 32, frames=5, steps=4, seed=3)
     open_loop_errors(record("swap"), frames, 32, frames=5, steps=4, seed=3, swap_images=True)
-    for a, b in zip(seen["plain"], seen["swap"]):
+    for a, b in zip(seen["plain"], seen["swap"], strict=True):
         np.testing.assert_array_equal(a["state"], b["state"])
         assert any(not np.array_equal(a["images"][k], b["images"][k]) for k in a["images"])
 
@@ -84,7 +85,6 @@ def test_state_shift_reports_what_a_state_dimension_moves(frames):
     np.testing.assert_array_equal(frames[0]["state"], before)
 
 
-@pytest.mark.slow
 def test_open_loop_cli(trained_run, datasets, tmp_path):
     out = tmp_path / "ol.json"
     proc = subprocess.run([sys.executable, "-m", "vla.eval.open_loop", "--checkpoint", str(trained_run), "--dataset",

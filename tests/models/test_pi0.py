@@ -1,4 +1,5 @@
-"""Pi0/Pi0.5 policy: spec §8.1 reference values, conventions P1–P20 that live in the model, the KV cache."""
+"""Pi0/Pi0.5 policy: reference values computed with openpi's own functions, the numerical conventions of openpi's model
+(src/openpi/models/pi0.py, gemma.py) that live in the model, the KV cache."""
 
 import math
 
@@ -15,7 +16,8 @@ VARIANTS = ["pi05_tiny", "pi0_tiny"]
 
 
 def test_full_size_parameter_counts_match_openpi_jax():
-    # spec §1.3: openpi's JAX counts (no extra LM head); built on meta, nothing is allocated.
+    # openpi's JAX counts (nnx.eval_shape of src/openpi/models/pi0.py, no extra LM head); built on meta, nothing is
+    # allocated.
     with torch.device("meta"):
         pi05, pi0 = build_policy("pi05"), build_policy("pi0")
     assert sum(p.numel() for p in pi05.parameters()) == 3_353_433_872
@@ -24,7 +26,8 @@ def test_full_size_parameter_counts_match_openpi_jax():
 
 
 def test_pi0_small_is_pi05_small_with_continuous_state():
-    """The diagnostic Pi0 of session 12 differs from the issue's small Pi0.5 only in how the state enters."""
+    """pi0_small is pi05_small's sizes with Pi0's architecture: the state enters as a projected continuous vector, not
+    as numbers in the prompt (and time through Pi0's action-time MLP)."""
     from dataclasses import asdict
 
     from vla.models import load_policy_config
@@ -44,7 +47,7 @@ def test_unknown_model_config_and_unknown_key_fail_by_name():
 
 
 def test_time_embedding_reference_values():
-    # spec §8.1 (computed with openpi's posemb_sincos)
+    # computed with openpi's posemb_sincos (src/openpi/models/pi0.py)
     emb = sincos_time_embedding(torch.tensor([0.5, 1.0]), 1024)
     np.testing.assert_allclose(emb[0, 0:3], [-3.107323e-05, 9.004954e-01, -8.631482e-01], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(emb[0, 512:515], [1.0, -0.4348655, -0.5049507], rtol=1e-6, atol=1e-9)
@@ -66,14 +69,16 @@ def test_time_embedding_fractions_are_jnp_linspace_bit_for_bit(width):
 
 
 def test_attention_mask_reference_example():
-    # spec §8.1: valid=[1,0,1,1,1], ar=[0,0,1,1,0] (1 image token, 1 pad, state, 2 actions)
+    # openpi's make_attn_mask (src/openpi/models/pi0.py) on valid=[1,0,1,1,1], ar=[0,0,1,1,0] (1 image token, 1 pad,
+    # state, 2 actions)
     mask = make_attn_mask(torch.tensor([[1, 0, 1, 1, 1]]).bool(), torch.tensor([[0, 0, 1, 1, 0]]).bool())
     expected = [[1, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 1, 0, 0], [1, 0, 1, 1, 1], [1, 0, 1, 1, 1]]
     assert mask[0].int().tolist() == expected
 
 
 def test_flow_time_distribution():
-    # P15: 0.999 * Beta(1.5, 1) + 0.001 -> mean 0.6005, median 0.630 (= 0.5^(1/1.5) * 0.999 + 0.001)
+    # openpi's compute_loss (src/openpi/models/pi0.py): 0.999 * Beta(1.5, 1) + 0.001 -> mean 0.6005, median 0.630
+    # (= 0.5^(1/1.5) * 0.999 + 0.001)
     t = sample_flow_time(400_000, torch.device("cpu"), torch.Generator().manual_seed(0))
     assert t.min() >= 0.001 and t.max() <= 1.0
     assert abs(t.mean().item() - 0.6005) < 2e-3
@@ -82,7 +87,7 @@ def test_flow_time_distribution():
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_euler_times_and_step_count(name, monkeypatch):
-    # spec §8.1: float32-accumulated evaluation times of the 10-step Euler loop
+    # openpi's sample_actions (src/openpi/models/pi0.py): float32-accumulated evaluation times of the 10-step Euler loop
     policy = randomized_policy(name)
     seen = []
     original = type(policy).embed_suffix
@@ -103,13 +108,14 @@ def test_rmsnorm_and_adarmsnorm_formulas():
     norm = RMSNorm(8)
     torch.nn.init.normal_(norm.weight)
     ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + norm.weight)
-    torch.testing.assert_close(norm(x)[0], ref)  # P1: (1 + w)
+    torch.testing.assert_close(norm(x)[0], ref)  # openpi gemma.py: (1 + w)
 
     ada = AdaRMSNorm(8, cond_dim=4)
     torch.nn.init.normal_(ada.dense.weight)
     torch.nn.init.normal_(ada.dense.bias)
     cond = torch.randn(2, 4)
-    scale, shift, gate = (cond @ ada.dense.weight.T + ada.dense.bias)[:, None].chunk(3, -1)  # P2: [scale, shift, gate]
+    # openpi gemma.py splits the modulation as [scale, shift, gate]
+    scale, shift, gate = (cond @ ada.dense.weight.T + ada.dense.bias)[:, None].chunk(3, -1)
     out, g = ada(x, cond)
     torch.testing.assert_close(out, x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + scale) + shift)
     torch.testing.assert_close(g, gate)
@@ -134,11 +140,12 @@ def test_language_embedding_scale_and_geglu():
     policy = randomized_policy("pi05_tiny")
     tr = policy.transformer
     tokens = torch.tensor([[3, 7]])
-    torch.testing.assert_close(tr.embed(tokens), tr.embed_tokens.weight[tokens] * math.sqrt(tr.vlm_width))  # P4
+    # language tokens scaled by sqrt(width) (openpi gemma.py)
+    torch.testing.assert_close(tr.embed(tokens), tr.embed_tokens.weight[tokens] * math.sqrt(tr.vlm_width))
     blk = tr.layers[0].experts[0]
     x = torch.randn(1, 4, blk.gate_proj.in_features)
     g, u = x @ blk.gate_proj.weight.T, x @ blk.up_proj.weight.T
-    tanh_gelu = 0.5 * g * (1 + torch.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3)))  # P6
+    tanh_gelu = 0.5 * g * (1 + torch.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3)))  # openpi lora.py
     torch.testing.assert_close(blk.mlp(x), (tanh_gelu * u) @ blk.down_proj.weight.T, atol=1e-5, rtol=1e-5)
 
 
@@ -165,6 +172,7 @@ def test_kv_cache_equals_full_recompute(name):
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_compiled_inference_equals_eager():
     """compile_for_inference (eval.py compile=true) samples the same actions, call after call (CUDA graphs only
     exist on the GPU; on the CPU this checks the compiled functions and the loop that calls them)."""
@@ -217,7 +225,7 @@ def test_trimming_prompt_padding_is_exact(name):
     policy.cfg.prompt_bucket = L
     full = [policy.sample_actions(batch, noise=noise, use_kv_cache=c) for c in (True, False)]
     policy.cfg.prompt_bucket = 1
-    for cache, ref in zip((True, False), full):
+    for cache, ref in zip((True, False), full, strict=True):
         torch.testing.assert_close(policy.sample_actions(batch, noise=noise, use_kv_cache=cache), ref,
                                    atol=1e-5, rtol=1e-5)
 
@@ -240,7 +248,8 @@ def test_step_modulations_are_the_per_step_adarms_modulations():
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_loss_matches_flow_matching_definition(name, monkeypatch):
-    """P15: x_t = t*noise + (1-t)*actions goes into the suffix and the loss is MSE to (noise - actions)."""
+    """As openpi's compute_loss (src/openpi/models/pi0.py): x_t = t*noise + (1-t)*actions goes into the suffix and the
+    loss is MSE to (noise - actions)."""
     policy = randomized_policy(name)
     batch = make_batch(policy.cfg)
     g = torch.Generator().manual_seed(3)
@@ -269,8 +278,9 @@ def test_loss_matches_flow_matching_definition(name, monkeypatch):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_padding_and_masked_cameras_are_invisible(name):
-    """Masked cameras and padded prompt tokens never influence valid outputs (P9/P10): changing their content, or
-    dropping a masked camera from the batch altogether, leaves loss and actions unchanged."""
+    """Masked cameras and padded prompt tokens never influence valid outputs (openpi's position ids and attention
+    mask): changing their content, or dropping a masked camera from the batch altogether, leaves loss and actions
+    unchanged."""
     policy = randomized_policy(name)
     batch = make_batch(policy.cfg)
     noise = torch.randn(batch["actions"].shape, generator=torch.Generator().manual_seed(2))
@@ -294,7 +304,8 @@ def test_padding_and_masked_cameras_are_invisible(name):
 
 
 def test_positions_skip_masked_camera():
-    """P9: with the middle camera masked, language tokens take the positions right after the valid image tokens."""
+    """Positions are cumsum(valid) - 1 as in openpi (src/openpi/models/pi0.py): with the middle camera masked, language
+    tokens take the positions right after the valid image tokens."""
     policy = randomized_policy("pi05_tiny")
     batch = make_batch(policy.cfg, masked=("left_wrist_0_rgb",))
     _, mask, _ = policy.embed_prefix(batch)

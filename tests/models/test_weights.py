@@ -21,8 +21,8 @@ SIG = PALI + "vision_tower.vision_model."
 
 
 def openpi_pt_keys(pi05: bool) -> dict[str, tuple]:
-    """Every key of openpi's PI0Pytorch state dict with its shape, written out from spec §6.2 (less the two LM heads,
-    which are tied / unused and never exported)."""
+    """Every key of openpi's PI0Pytorch state dict (src/openpi/models_pytorch/pi0_pytorch.py) with its shape, written
+    out by hand (less the two LM heads, which are tied / unused and never exported)."""
     k: dict[str, tuple] = {
         SIG + "embeddings.patch_embedding.weight": (1152, 3, 14, 14), SIG + "embeddings.patch_embedding.bias": (1152,),
         SIG + "embeddings.position_embedding.weight": (256, 1152),
@@ -66,7 +66,8 @@ def openpi_pt_keys(pi05: bool) -> dict[str, tuple]:
 
 
 def jax_param_shapes(pi05: bool) -> dict[str, tuple]:
-    """openpi's JAX `params` tree (spec §6.1), flat paths and shapes."""
+    """openpi's JAX `params` tree (src/openpi/models/pi0.py, gemma.py, siglip.py; layer stacks scanned), flat paths and
+    shapes."""
     img, enc, llm = "PaliGemma/img/", "PaliGemma/img/Transformer/encoderblock/", "PaliGemma/llm/"
     s = {
         img + "embedding/kernel": (14, 14, 3, 1152), img + "embedding/bias": (1152,), img + "pos_embedding": (1, 256, 1152),
@@ -115,7 +116,7 @@ def test_export_covers_every_openpi_key_with_its_shape(name, pi05, num_keys):
         policy = build_policy(name)
     exported = {k: tuple(v.shape) for k, v in W.to_openpi(policy.state_dict()).items()}
     expected = openpi_pt_keys(pi05)
-    assert len(expected) == num_keys  # spec §6.2: 813 / 778 keys, less the two LM heads
+    assert len(expected) == num_keys  # PI0Pytorch's 813 / 778 keys, less the two LM heads
     assert exported == expected
 
 
@@ -150,7 +151,7 @@ def test_round_trip_is_bit_identical(name, layout, tmp_path):
     for key, value in policy.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     batch = make_batch(policy.cfg)
-    for a, b in zip(_outputs(policy, batch), _outputs(loaded, batch)):
+    for a, b in zip(_outputs(policy, batch), _outputs(loaded, batch), strict=True):
         assert torch.equal(a, b)
 
 
@@ -352,6 +353,7 @@ def test_openpi_config_names_openpi_variants():
     assert (config["precision"], config["pi05"], config["action_horizon"]) == ("bfloat16", False, 50)
 
 
+@pytest.mark.slow
 def test_export_errors_are_one_line_and_write_nothing(tmp_path):
     """The real command line: a checkpoint that does not fit the model, and an existing --out."""
     _training_checkpoint(tmp_path / "ckpt", "pi05_tiny")

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from tests.train.test_train import FAST, compose_train, losses
+from tests.train.helpers import FAST, compose_train, losses
 from vla.runs import resolve_checkpoint
 from vla.train.checkpoint import checkpoint_steps
 from vla.train.loop import TrainingStopped, train

@@ -47,14 +47,14 @@ def run_steps(world: int, rank: int, fused: bool, steps: int = 3) -> None:
         assert not isinstance(norm_ours, DTensor)
         torch.testing.assert_close(norm_ours, norm_ref, rtol=1e-6, atol=0)
         assert norm_ref > 0.5  # the clipping scaled the gradients
-        for p_ref, p_ours in zip(ref.parameters(), ours.parameters()):
+        for p_ref, p_ours in zip(ref.parameters(), ours.parameters(), strict=True):
             torch.testing.assert_close(p_ours.grad.to_local(), p_ref.grad.to_local(), rtol=1e-6, atol=0)
             p_ours.grad.copy_(p_ref.grad)  # the optimizers' comparison starts from the same gradients
         opt_ref.step()
         opt_ours.step()
         opt_ref.zero_grad(set_to_none=True)
         opt_ours.zero_grad(set_to_none=True)
-        for p_ref, p_ours in zip(ref.parameters(), ours.parameters()):
+        for p_ref, p_ours in zip(ref.parameters(), ours.parameters(), strict=True):
             assert torch.equal(p_ours.to_local(), p_ref.to_local())  # the same kernel on the same shard values
     # AdamW's state layout: same keys, tensor types, dtypes and devices, and equal values
     s_ref, s_ours = opt_ref.state_dict(), opt_ours.state_dict()
@@ -96,6 +96,7 @@ def test_matches_torch_on_one_rank(one_rank, fused, monkeypatch):
     assert seen == [False, False, False]  # every step ran on the local shards
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fused", [False, True])
 def test_matches_torch_on_two_gloo_ranks(fused, tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), fused), nprocs=2, join=True)
@@ -115,10 +116,10 @@ def test_clip_plain_gradients_as_torch(one_rank):
     a, b = nn.Linear(4, 3), nn.Linear(4, 3)
     b.load_state_dict(a.state_dict())
     a(torch.randn(2, 4)).pow(2).sum().backward()
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         pb.grad = pa.grad.clone()
     n_ref = torch.nn.utils.clip_grad_norm_(list(a.parameters()), 0.1, foreach=True)
     n_ours = clip_grad_norm_(list(b.parameters()), 0.1)
     torch.testing.assert_close(n_ours, n_ref, rtol=0, atol=0)
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pb.grad, pa.grad, rtol=0, atol=0)

@@ -1,4 +1,5 @@
-"""Learning-rate schedules: optax's warmup_cosine_decay_schedule semantics (spec §5.1) and the constant variant."""
+"""Learning-rate schedules: optax's warmup_cosine_decay_schedule semantics (openpi's CosineDecaySchedule,
+src/openpi/training/optimizer.py) and the constant variant."""
 
 import math
 

@@ -17,7 +17,8 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import Checkpoi
 from torch.distributed.device_mesh import init_device_mesh
 
 from tests.models.helpers import randomized_policy
-from vla.configs import TrainConfig, compose, to_object
+from tests.train.helpers import FAST, compose_train, data_overrides, losses
+from vla.configs import TrainConfig
 from vla.models import build_policy
 from vla.models import weights as W
 from vla.models.lora import LORA_TARGETS
@@ -30,21 +31,6 @@ from vla.runs import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-# fast settings: no loader workers (no process start-up), a learning rate that moves the weights within a few steps
-FAST = ["hardware.num_workers=0", "progress=false", "optim.lr=1e-3", "optim.warmup_steps=1", "batch_size=8",
-        "log_interval=1", "save_interval=1000", "optim.ema_decay=0.9"]
-
-
-def data_overrides(dataset: Path) -> list[str]:
-    return [f"task.dataset_root={dataset}", f"task.norm_stats={dataset}/norm_stats.json"]
-
-
-def compose_train(overrides: list[str]) -> TrainConfig:
-    return to_object(compose("train", overrides + ["run_name=test"]))
-
-
-def losses(run_dir: Path) -> list[float]:
-    return [m["train/loss"] for m in read_metrics(run_dir)]
 
 
 def cli(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
