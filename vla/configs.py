@@ -8,8 +8,9 @@ App schemas (dataclasses registered with Hydra's ConfigStore, so a misspelt key 
   ConvertConfig  the recipe + what convert.py reads and writes
   TrainConfig    the recipe + where and how train.py runs it (hardware, run dir, logging, checkpoints)
   EvalConfig     the recipe + what eval.py evaluates and on what machine
+  ServeConfig    the recipe + what serve.py serves, where, and how it batches
 
-The three apps compose the same recipe; each reads its part (`RecipeConfig.reads`) and refuses command-line overrides
+The apps compose the same recipe; each reads its part (`RecipeConfig.reads`) and refuses command-line overrides
 of the other parts, so that `eval.py seed=3` cannot silently set a training seed instead of the episode seeds.
 """
 
@@ -251,6 +252,37 @@ class EvalConfig(RecipeConfig):
         check(self.videos >= 0, f"videos={self.videos}: must be 0 or more")
 
 
+@dataclass
+class ServeConfig(RecipeConfig):
+    """serve.py: one checkpoint behind openpi's websocket protocol (vla.serve). The policy is loaded as eval.py loads
+    it: the checkpoint's recorded task, model and evaluation protocol (its denoising steps), norm stats, tokenizer."""
+
+    reads: ClassVar[tuple[str, ...]] = ("experiment", "task", "model", "eval")
+
+    checkpoint: str | None = None  # as eval.py's: run dir, checkpoint dir, shipped policy dir, or weights
+    norm_stats: str | None = None  # null: the checkpoint's norm_stats.json, else task.norm_stats
+    allow_other_task: bool = False
+    device: str = "cpu"  # cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (policy compute)
+    compile: bool = False  # GPU: compiled prefix pass and denoising step as CUDA graphs (one set per batch size)
+    prompt: str | None = None  # the prompt of requests that carry none; null: task.prompt
+    host: str = "0.0.0.0"
+    port: int = 8000  # 0: any free port (logged)
+    api_key: str | None = None  # required as `Authorization: Api-Key <key>` when set (conf: $VLA_SERVE_API_KEY)
+    max_batch_size: int = 16  # requests answered by one batched policy call at most
+    batch_window_ms: float = 0.0  # 0: batch what is queued when the worker is free; >0: also wait this long for more
+    max_message_mb: int = 64  # larger requests are refused by the websocket layer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.device in ("cpu", "cuda"), f"device={self.device!r}: expected cpu or cuda")
+        check(self.precision in ("fp32", "bf16"), f"precision={self.precision!r}: expected fp32 or bf16")
+        check(0 <= self.port <= 65535, f"port={self.port}: expected 0 (any free port) to 65535")
+        check(self.max_batch_size >= 1, f"max_batch_size={self.max_batch_size}: must be at least 1")
+        check(self.batch_window_ms >= 0, f"batch_window_ms={self.batch_window_ms}: must be >= 0")
+        check(self.max_message_mb >= 1, f"max_message_mb={self.max_message_mb}: must be at least 1")
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(group="task", name="task_schema", node=TaskConfig)
@@ -260,6 +292,7 @@ def register() -> None:
     cs.store(name="convert_schema", node=ConvertConfig)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
 
 
 def eval_name(checkpoint: str | None, task: str) -> str:
@@ -284,8 +317,8 @@ OmegaConf.register_new_resolver("vla.run_name", run_name, replace=True)
 
 
 def compose(config_name: str | None, overrides: Sequence[str] = ()) -> DictConfig:
-    """Hydra composition of conf/ (`config_name` = train | convert | eval, or None for groups alone). Inside a running
-    Hydra app the app's own search path is used: it is the same conf/."""
+    """Hydra composition of conf/ (`config_name` = train | convert | eval | serve, or None for groups alone). Inside a
+    running Hydra app the app's own search path is used: it is the same conf/."""
     if GlobalHydra.instance().is_initialized():
         return hydra_compose(config_name, overrides=list(overrides))
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
