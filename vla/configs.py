@@ -150,6 +150,35 @@ class EvalProtocol:
                                                                                ", or null for the default"))
 
 
+@dataclass
+class LatencyConfig:
+    """eval.py's latency mode (vla.eval.latency): the policy's inference takes `delay_steps` control steps, during
+    which the env keeps executing the previous chunk; `rtc` samples each chunk with real-time chunking
+    (vla.models.rtc), guided toward what remains of the previous one. delay_steps=0 with rtc=false is the plain
+    evaluation."""
+
+    delay_steps: int = 0  # d: control steps one inference takes; needs d <= eval.replan_steps <= action horizon - d
+    rtc: bool = False
+    # the paper's simulated-benchmark settings (Kinetix src/eval_flow.py); with 10 Euler steps a larger weight may suit
+    max_guidance_weight: float = 5.0  # beta, the clip of the guidance weight
+    schedule: str = "exp"  # soft prefix mask: exp | linear | ones | zeros (zeros: hard mask on the d committed actions)
+
+    def __post_init__(self) -> None:
+        from vla.models.rtc import SCHEDULES
+
+        check(self.delay_steps >= 0, f"latency.delay_steps={self.delay_steps}: must be >= 0")
+        check(self.max_guidance_weight >= 0,
+              f"latency.max_guidance_weight={self.max_guidance_weight}: must be >= 0")
+        check(self.schedule in SCHEDULES, f"latency.schedule={self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+
+    def check(self, replan_steps: int, action_horizon: int) -> None:
+        """The paper's d <= s <= H - d: the executed steps cover the delay, and the previous chunk lasts through it."""
+        d = self.delay_steps
+        check(d <= replan_steps <= action_horizon - d,
+              f"latency.delay_steps={d} with eval.replan_steps={replan_steps}: needs delay_steps <= replan_steps <= "
+              f"action horizon ({action_horizon}) - delay_steps; lower latency.delay_steps or change eval.replan_steps")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # the apps
 
@@ -243,6 +272,7 @@ class EvalConfig(RecipeConfig):
     prompt: str | None = None  # null: task.prompt
     videos: int = 0  # record mp4s of the first N episodes
     progress: bool = True
+    latency: LatencyConfig = field(default_factory=LatencyConfig)  # simulated inference delay, real-time chunking
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,6 +1,6 @@
 """A tiny policy directory for tests that need a checkpoint but no training: `pi05_tiny` with every parameter drawn
 at random (so that its actions depend on the images, state and noise), a recorded recipe (task, model, evaluation
-protocol) as train.py writes it, norm stats that map [-1, 1] onto the raw ranges, and the tiny tokenizer."""
+protocol) as train.py writes it, norm stats, and the tiny tokenizer."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ def write_tiny_policy(out: Path, task: str = "pushcube", overrides: tuple[str, .
     save_openpi(policy.state_dict(), out / "model.safetensors")
     state_dim, action_dim = cfg.task.state_dim, cfg.task.action_dim
 
-    def stats(dim: int, spread: float) -> dict:
-        return {"mean": np.zeros(dim), "std": np.full(dim, spread), "q01": np.full(dim, -spread),
-                "q99": np.full(dim, spread)}
+    def stats(dim: int, low: float, high: float) -> dict:
+        return {"mean": np.full(dim, (low + high) / 2), "std": np.full(dim, (high - low) / 2),
+                "q01": np.full(dim, low), "q99": np.full(dim, high)}
 
-    save_norm_stats(out / "norm_stats.json", {"state": stats(state_dim, 2.0), "actions": stats(action_dim, 1.0)})
+    # not centred on 0: normalizing and unnormalizing actions are not the identity
+    save_norm_stats(out / "norm_stats.json", {"state": stats(state_dim, -2.0, 2.0),
+                                              "actions": stats(action_dim, -0.5, 1.5)})
     shutil.copyfile(resolve_tokenizer(None, cache_dir=out.parent / "tokenizer_cache"), out / "tokenizer.model")
     return out

@@ -85,7 +85,8 @@ def guidance_target(
     for d, s in zip(delays, horizons):
         if not (0 <= d <= horizon and 0 <= s <= horizon):
             raise ValueError(f"RTC inference_delay={d}, execution_horizon={s}: both must be in [0, {horizon}]")
-    weights = torch.stack([prefix_weights(d, min(Hp, horizon - s), horizon, schedule) for d, s in zip(delays, horizons)])
+    weights = torch.stack([prefix_weights(d, min(Hp, horizon - s), horizon, schedule)
+                           for d, s in zip(delays, horizons)])
     W = torch.zeros(B, horizon, action_dim)
     W[:, :, :Ap] = weights[:, :, None]
     Y = torch.zeros(B, horizon, action_dim)
