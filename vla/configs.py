@@ -8,8 +8,9 @@ App schemas (dataclasses registered with Hydra's ConfigStore, so a misspelt key 
   ConvertConfig  the recipe + what convert.py reads and writes
   TrainConfig    the recipe + where and how train.py runs it (hardware, run dir, logging, checkpoints)
   EvalConfig     the recipe + what eval.py evaluates and on what machine
+  ServeConfig    the recipe + what serve.py serves, where, and how it batches
 
-The three apps compose the same recipe; each reads its part (`RecipeConfig.reads`) and refuses command-line overrides
+The apps compose the same recipe; each reads its part (`RecipeConfig.reads`) and refuses command-line overrides
 of the other parts, so that `eval.py seed=3` cannot silently set a training seed instead of the episode seeds.
 """
 
@@ -149,6 +150,35 @@ class EvalProtocol:
                                                                                ", or null for the default"))
 
 
+@dataclass
+class LatencyConfig:
+    """eval.py's latency mode (vla.eval.latency): the policy's inference takes `delay_steps` control steps, during
+    which the env keeps executing the previous chunk; `rtc` samples each chunk with real-time chunking
+    (vla.models.rtc), guided toward what remains of the previous one. delay_steps=0 with rtc=false is the plain
+    evaluation."""
+
+    delay_steps: int = 0  # d: control steps one inference takes; needs d <= eval.replan_steps <= action horizon - d
+    rtc: bool = False
+    # the paper's simulated-benchmark settings (Kinetix src/eval_flow.py); with 10 Euler steps a larger weight may suit
+    max_guidance_weight: float = 5.0  # beta, the clip of the guidance weight
+    schedule: str = "exp"  # soft prefix mask: exp | linear | ones | zeros (zeros: hard mask on the d committed actions)
+
+    def __post_init__(self) -> None:
+        from vla.models.rtc import SCHEDULES
+
+        check(self.delay_steps >= 0, f"latency.delay_steps={self.delay_steps}: must be >= 0")
+        check(self.max_guidance_weight >= 0,
+              f"latency.max_guidance_weight={self.max_guidance_weight}: must be >= 0")
+        check(self.schedule in SCHEDULES, f"latency.schedule={self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+
+    def check(self, replan_steps: int, action_horizon: int) -> None:
+        """The paper's d <= s <= H - d: the executed steps cover the delay, and the previous chunk lasts through it."""
+        d = self.delay_steps
+        check(d <= replan_steps <= action_horizon - d,
+              f"latency.delay_steps={d} with eval.replan_steps={replan_steps}: needs delay_steps <= replan_steps <= "
+              f"action horizon ({action_horizon}) - delay_steps; lower latency.delay_steps or change eval.replan_steps")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # the apps
 
@@ -242,6 +272,7 @@ class EvalConfig(RecipeConfig):
     prompt: str | None = None  # null: task.prompt
     videos: int = 0  # record mp4s of the first N episodes
     progress: bool = True
+    latency: LatencyConfig = field(default_factory=LatencyConfig)  # simulated inference delay, real-time chunking
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -249,6 +280,37 @@ class EvalConfig(RecipeConfig):
         check(self.device in ("cpu", "cuda"), f"device={self.device!r}: expected cpu or cuda")
         check(self.precision in ("fp32", "bf16"), f"precision={self.precision!r}: expected fp32 or bf16")
         check(self.videos >= 0, f"videos={self.videos}: must be 0 or more")
+
+
+@dataclass
+class ServeConfig(RecipeConfig):
+    """serve.py: one checkpoint behind openpi's websocket protocol (vla.serve). The policy is loaded as eval.py loads
+    it: the checkpoint's recorded task, model and evaluation protocol (its denoising steps), norm stats, tokenizer."""
+
+    reads: ClassVar[tuple[str, ...]] = ("experiment", "task", "model", "eval")
+
+    checkpoint: str | None = None  # as eval.py's: run dir, checkpoint dir, shipped policy dir, or weights
+    norm_stats: str | None = None  # null: the checkpoint's norm_stats.json, else task.norm_stats
+    allow_other_task: bool = False
+    device: str = "cpu"  # cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (policy compute)
+    compile: bool = False  # GPU: compiled prefix pass and denoising step as CUDA graphs (one set per batch size)
+    prompt: str | None = None  # the prompt of requests that carry none; null: task.prompt
+    host: str = "0.0.0.0"
+    port: int = 8000  # 0: any free port (logged)
+    api_key: str | None = None  # required as `Authorization: Api-Key <key>` when set (conf: $VLA_SERVE_API_KEY)
+    max_batch_size: int = 16  # requests answered by one batched policy call at most
+    batch_window_ms: float = 0.0  # 0: batch what is queued when the worker is free; >0: also wait this long for more
+    max_message_mb: int = 64  # larger requests are refused by the websocket layer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.device in ("cpu", "cuda"), f"device={self.device!r}: expected cpu or cuda")
+        check(self.precision in ("fp32", "bf16"), f"precision={self.precision!r}: expected fp32 or bf16")
+        check(0 <= self.port <= 65535, f"port={self.port}: expected 0 (any free port) to 65535")
+        check(self.max_batch_size >= 1, f"max_batch_size={self.max_batch_size}: must be at least 1")
+        check(self.batch_window_ms >= 0, f"batch_window_ms={self.batch_window_ms}: must be >= 0")
+        check(self.max_message_mb >= 1, f"max_message_mb={self.max_message_mb}: must be at least 1")
 
 
 def register() -> None:
@@ -260,6 +322,7 @@ def register() -> None:
     cs.store(name="convert_schema", node=ConvertConfig)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="serve_schema", node=ServeConfig)
 
 
 def eval_name(checkpoint: str | None, task: str) -> str:
@@ -284,8 +347,8 @@ OmegaConf.register_new_resolver("vla.run_name", run_name, replace=True)
 
 
 def compose(config_name: str | None, overrides: Sequence[str] = ()) -> DictConfig:
-    """Hydra composition of conf/ (`config_name` = train | convert | eval, or None for groups alone). Inside a running
-    Hydra app the app's own search path is used: it is the same conf/."""
+    """Hydra composition of conf/ (`config_name` = train | convert | eval | serve, or None for groups alone). Inside a
+    running Hydra app the app's own search path is used: it is the same conf/."""
     if GlobalHydra.instance().is_initialized():
         return hydra_compose(config_name, overrides=list(overrides))
     with initialize_config_module(CONFIG_MODULE, version_base="1.3"):

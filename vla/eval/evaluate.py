@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from vla.configs import EvalConfig
+from vla.eval.latency import action_change_means
 from vla.eval.policy import Policy
 from vla.eval.report import write_results
 from vla.eval.rollout import run_episodes
@@ -30,7 +32,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
     t0 = time.perf_counter()
     episodes = run_episodes(
         policy, task, protocol.num_episodes, protocol.seed, cfg.num_envs, replan, max_steps, cfg.prompt, cfg.videos,
-        out_dir / "videos", cfg.progress,
+        out_dir / "videos", cfg.progress, cfg.latency,
     )
     info = {
         "task": task.name, "env_id": task.env_id, "control_mode": task.control_mode, "sim_backend": task.sim_backend,
@@ -40,6 +42,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
         "model": policy.cfg.name, "num_denoise_steps": protocol.num_denoise_steps or policy.cfg.num_denoise_steps,
         "prompt": cfg.prompt or task.prompt, "num_envs": cfg.num_envs, "device": cfg.device,
         "precision": cfg.precision, "compile": cfg.compile, "wall_s": time.perf_counter() - t0,
+        "latency": asdict(cfg.latency), "action_change": action_change_means(episodes),
     }
     summary = write_results(out_dir, [e.report() for e in episodes], info)
     log.info(
@@ -47,6 +50,11 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
         task.env_id, 100 * summary["success_once"], summary["successes_once"], summary["episodes"],
         100 * summary["success_at_end"], summary["mean_steps"], info["wall_s"], out_dir,
     )
+    change = summary["action_change"]
+    if change["boundary"] is not None:
+        log.info("%s: inference delay %d steps, rtc %s: mean action change %.4f where a new chunk takes over, %.4f "
+                 "elsewhere", task.env_id, cfg.latency.delay_steps, cfg.latency.rtc, change["boundary"],
+                 change["interior"] or float("nan"))
     if summary["reached_once"]:
         log.info("%s: reached at some step: %s", task.env_id,
                  ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary["reached_once"].items()))

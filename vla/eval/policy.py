@@ -5,6 +5,7 @@ the checkpoint was trained with."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 from vla.data.transforms import ModelTransform, collate, move_to
 from vla.models import build_policy, load_policy_config
 from vla.models.config import DTYPES, PolicyConfig
+from vla.models.rtc import RTC_MAX_GUIDANCE_WEIGHT, RTC_SCHEDULE
 from vla.models.weights import find_weights, load_pretrained
 from vla.runs import resolve_checkpoint
 
@@ -69,11 +71,43 @@ class Policy:
         return cls(model, transform, action_dim, dev, num_denoise_steps, checkpoint)
 
     @torch.no_grad()
-    def act(self, observations: list[dict], noise: torch.Tensor | None = None) -> np.ndarray:
+    def act(
+        self, observations: list[dict], noise: torch.Tensor | None = None,
+        prev_actions: Sequence[np.ndarray | None] | None = None, inference_delay: int = 0,
+        execution_horizon: int | None = None, max_guidance_weight: float = RTC_MAX_GUIDANCE_WEIGHT,
+        schedule: str = RTC_SCHEDULE,
+    ) -> np.ndarray:
         """Observation-schema samples -> raw action chunks (B, H, action_dim). `noise` (B, H, model action_dim)
-        fixes the flow's starting point (one generator per episode makes rollouts reproducible)."""
+        fixes the flow's starting point (one generator per episode makes rollouts reproducible).
+
+        Real-time chunking when `prev_actions` holds any chunk: per sample, the raw actions that remain of its
+        previous chunk, aligned with the new one (its first action is for the control step the new chunk's first is
+        for), or None (that sample is sampled without guidance). See `Pi0Policy.sample_actions` for the rest."""
         batch = move_to(collate([self.transform(o) for o in observations]), self.device)
         if noise is not None:
             noise = noise.to(self.device)
-        actions = self.model.sample_actions(batch, noise=noise, num_steps=self.num_denoise_steps)
+        rtc = {}
+        if prev_actions is not None and any(p is not None for p in prev_actions):
+            prev_chunk, horizons = self._previous_chunks(prev_actions, execution_horizon)
+            rtc = dict(prev_chunk=prev_chunk, inference_delay=inference_delay, execution_horizon=horizons,
+                       max_guidance_weight=max_guidance_weight, schedule=schedule)
+        actions = self.model.sample_actions(batch, noise=noise, num_steps=self.num_denoise_steps, **rtc)
         return self.transform.unnormalize_actions(actions.float().cpu(), self.action_dim).numpy()
+
+    def _previous_chunks(self, prev_actions: Sequence[np.ndarray | None],
+                         execution_horizon: int | None) -> tuple[torch.Tensor, list[int]]:
+        """Raw previous chunks -> normalized (B, H', action_dim) zero-padded to the longest, and per sample the
+        execution horizon that ends its guidance where its own actions end (H for a sample without one)."""
+        H = self.cfg.action_horizon
+        lengths = [0 if p is None else len(p) for p in prev_actions]
+        if max(lengths) > H:
+            raise ValueError(f"previous actions: {max(lengths)} steps, but the policy predicts {H} at a time")
+        prev = np.zeros((len(prev_actions), max(lengths), self.action_dim), np.float32)
+        for b, p in enumerate(prev_actions):
+            if p is not None and len(p):
+                p = np.asarray(p, np.float32)
+                if p.shape[1:] != (self.action_dim,):
+                    raise ValueError(f"previous actions: expected (steps, {self.action_dim}), found {p.shape}")
+                prev[b, :len(p)] = self.transform.action_norm.normalize(p)
+        horizons = [max(H - n, execution_horizon or 0) for n in lengths]
+        return torch.from_numpy(prev), horizons

@@ -1,6 +1,7 @@
 """Seeded evaluation episodes, many at once: env workers step in parallel, and every round the observations of all
 workers waiting for actions go through one batched policy call. Each predicted chunk is executed for `replan_steps`
-steps (open loop) before the policy is asked again."""
+steps (open loop) before the policy is asked again; in latency mode (`vla.eval.latency`) the first
+`latency.delay_steps` of them come from the previous chunk."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vla.configs import LatencyConfig
 from vla.data.config import TaskConfig
 from vla.eval.envs import EnvPool, merge_reached
+from vla.eval.latency import ActionChanges, execute_round
 from vla.eval.policy import Policy
 
 
@@ -33,15 +36,20 @@ class Episode:
     initial_distance: float | None = None
     closest_distance: float | None = None
     final_distance: float | None = None
+    # mean L2 change of the executed action from one step to the next, where a new chunk takes over and elsewhere
+    boundary_action_change: float | None = None
+    interior_action_change: float | None = None
     # running state, not reported
     t0: float = field(default=0.0, repr=False)
     obs: dict | None = field(default=None, repr=False)
     frames: list | None = field(default=None, repr=False)
     generator: torch.Generator | None = field(default=None, repr=False)
+    leftover: np.ndarray | None = field(default=None, repr=False)  # what remains of the last chunk (raw actions)
+    changes: ActionChanges = field(default_factory=ActionChanges, repr=False)
 
     def report(self) -> dict:
         d = asdict(self)
-        for k in ("t0", "obs", "frames", "generator"):
+        for k in ("t0", "obs", "frames", "generator", "leftover", "changes"):
             d.pop(k)
         return d
 
@@ -78,12 +86,15 @@ def run_episodes(
     videos: int = 0,
     video_dir: Path | None = None,
     progress: bool = True,
+    latency: LatencyConfig | None = None,
 ) -> list[Episode]:
     from tqdm import tqdm
 
     H, A = policy.cfg.action_horizon, policy.cfg.action_dim
     if not 1 <= replan_steps <= H:
         raise ValueError(f"replan_steps={replan_steps} must be in [1, action_horizon={H}]")
+    latency = latency or LatencyConfig()
+    latency.check(replan_steps, H)
     pending = list(range(num_episodes))
     done: list[Episode] = []
     n = min(num_envs, num_episodes)
@@ -112,11 +123,17 @@ def run_episodes(
                     o = dict(o, prompt=prompt)
                 obs.append(o)
             noise = torch.stack([torch.randn(H, A, generator=running[w].generator) for w in workers])
-            chunks = policy.act(obs, noise)
+            if latency.rtc:
+                chunks = policy.act(obs, noise, [running[w].leftover for w in workers], latency.delay_steps,
+                                    replan_steps, latency.max_guidance_weight, latency.schedule)
+            else:
+                chunks = policy.act(obs, noise)
             for w, chunk in zip(workers, chunks, strict=True):
                 ep = running[w]
-                k = min(replan_steps, max_episode_steps - ep.steps)
-                pool.send(w, "run", np.clip(chunk[:k], -1.0, 1.0))  # pd_ee_delta_pose actions live in [-1, 1]
+                executed, ep.leftover, takeover = execute_round(chunk, ep.leftover, latency.delay_steps, replan_steps)
+                actions = np.clip(executed[:max_episode_steps - ep.steps], -1.0, 1.0)  # pd_ee_delta_pose: [-1, 1]
+                ep.changes.add(actions, takeover)
+                pool.send(w, "run", actions)
             finished = []
             for w in workers:
                 ep = running[w]
@@ -135,6 +152,7 @@ def run_episodes(
                 if ep.steps >= max_episode_steps:
                     ep.success_at_end = bool(successes[-1])
                     ep.wall_s = time.perf_counter() - ep.t0
+                    ep.boundary_action_change, ep.interior_action_change = ep.changes.means()
                     if ep.frames is not None and video_dir is not None:
                         outcome = "success" if ep.success_once else "failure"
                         path = video_dir / f"episode{ep.index:03d}_seed{ep.seed}_{outcome}.mp4"

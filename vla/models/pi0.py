@@ -13,6 +13,7 @@ Model batch (produced by vla.data.transforms, identical in training and evaluati
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,8 @@ from torch import nn
 
 from vla.models.config import PolicyConfig
 from vla.models.gemma import AdaRMSNorm, JointTransformer, RMSNorm
+from vla.models.rtc import (RTC_MAX_GUIDANCE_WEIGHT, RTC_SCHEDULE, guidance_target, guidance_weight,
+                            guided_velocity)
 from vla.models.siglip import ImageEncoder
 
 
@@ -236,7 +239,6 @@ class Pi0Policy(nn.Module):
         small matmuls (at batch 1 those were a large share of a step's launches)."""
         return self.transformer.adarms_modulations(self.time_condition(times_S))
 
-    @torch.no_grad()
     def denoise_step(
         self, x_t: torch.Tensor, t_B: torch.Tensor, state: torch.Tensor | None,
         kv_cache: list[tuple[torch.Tensor, torch.Tensor]], prefix_mask: torch.Tensor,
@@ -244,7 +246,9 @@ class Pi0Policy(nn.Module):
     ) -> torch.Tensor:
         """Velocity v(x_t, t) (B, H, action_dim) in float32: the suffix through the action expert, attending to the
         cached prefix. Shapes are fixed for a given batch size, so it compiles (and CUDA-graphs) as one unit.
-        `modulations` (1, 2 * depth + 1, 3 * width): this step's row of `step_modulations` (Pi0.5), replacing t."""
+        `modulations` (1, 2 * depth + 1, 3 * width): this step's row of `step_modulations` (Pi0.5), replacing t.
+        Runs in the caller's grad mode: `sample_actions` runs it without gradients, real-time chunking takes a
+        vector-Jacobian product through it."""
         B, H = x_t.shape[:2]
         suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x_t, t_B, with_cond=modulations is None)
         suffix = suffix.to(kv_cache[0][0].dtype)
@@ -269,15 +273,35 @@ class Pi0Policy(nn.Module):
         )
         return self._inference_fns
 
+    @staticmethod
+    def euler_times(num_steps: int) -> torch.Tensor:
+        """The flow times of the Euler steps, float32 on the host: openpi's `while t >= -dt/2` runs exactly num_steps
+        times, t accumulated in float32 from 1 by dt = -1/steps."""
+        dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
+        times = torch.ones(num_steps, dtype=torch.float32)
+        for k in range(1, num_steps):
+            times[k] = times[k - 1] + dt
+        return times
+
     @torch.no_grad()
     def sample_actions(
-        self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None, use_kv_cache: bool = True
+        self, batch: dict, noise: torch.Tensor | None = None, num_steps: int | None = None, use_kv_cache: bool = True,
+        prev_chunk: torch.Tensor | None = None, inference_delay: int | Sequence[int] = 0,
+        execution_horizon: int | Sequence[int] | None = None, max_guidance_weight: float = RTC_MAX_GUIDANCE_WEIGHT,
+        schedule: str = RTC_SCHEDULE,
     ) -> torch.Tensor:
         """Euler integration of the learned velocity from t=1 (noise) to t=0 (openpi's `sample_actions`,
         src/openpi/models/pi0.py). Returns (B, H, action_dim), normalized. Prompt padding that no sample uses is
         dropped first (`trim_prompt_padding`). The prefix K/V are computed once and reused for every step, never
         extended; `use_kv_cache=False` recomputes the whole sequence at every step (the reference the cache is tested
-        against)."""
+        against).
+
+        Real-time chunking (`vla.models.rtc`), off unless `prev_chunk` is given: `prev_chunk` (B, H', A'), normalized
+        like the output and aligned with the new chunk, is what remains of the previous chunk; its first
+        `inference_delay` actions are executed while this chunk is computed, and `execution_horizon` actions of each
+        chunk are executed. Every Euler step then takes the paper's guided velocity (PiGDM, soft prefix mask
+        `schedule`, weight clipped at `max_guidance_weight`); it runs the eager step, with one vector-Jacobian
+        product per step (`compile_for_inference`'s CUDA graphs serve plain sampling only)."""
         num_steps = num_steps or self.cfg.num_denoise_steps
         batch = trim_prompt_padding(batch, self.cfg.prompt_bucket)
         tokens = batch["tokens"]
@@ -285,14 +309,17 @@ class Pi0Policy(nn.Module):
         if noise is None:
             noise = torch.randn(B, H, A, device=tokens.device)
         state = batch.get("state")
-        prefix_fn, step_fn, mod_fn = self._inference_fns or (self.prefix_cache, self.denoise_step, self.step_modulations)
-        if self._inference_fns is not None:  # a new graph tree: the last call's graph outputs are dead
+        if prev_chunk is not None:  # checked before any model work
+            target, weights = (z.to(noise.device) for z in guidance_target(
+                prev_chunk, H, A, inference_delay, execution_horizon, schedule))
+            guidance = [guidance_weight(tau, max_guidance_weight) for tau in self.euler_times(num_steps).tolist()]
+        compiled = self._inference_fns is not None and prev_chunk is None
+        prefix_fn, step_fn, mod_fn = (self._inference_fns if compiled
+                                      else (self.prefix_cache, self.denoise_step, self.step_modulations))
+        if compiled:  # a new graph tree: the last call's graph outputs are dead
             torch.compiler.cudagraph_mark_step_begin()
-        # openpi's `while t >= -dt/2` runs exactly num_steps times, t accumulated in float32 from 1 by dt = -1/steps
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32)
-        times = torch.ones(num_steps, dtype=torch.float32)
-        for k in range(1, num_steps):
-            times[k] = times[k - 1] + dt
+        times = self.euler_times(num_steps)
         x = noise.float()
         times, dt = times.to(x.device), dt.to(x.device)
         modulations = None
@@ -303,17 +330,23 @@ class Pi0Policy(nn.Module):
         else:
             prefix, prefix_mask, prefix_ar = self.embed_prefix(batch)
 
-        for k in range(num_steps):
+        def velocity(x: torch.Tensor, k: int) -> torch.Tensor:
             t = times[k]
             if use_kv_cache:
                 mods = None if modulations is None else modulations[k:k + 1]
-                v_t = step_fn(x, t.expand(B), state, kv_cache, prefix_mask, mods)
-            else:
-                suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x, t.expand(B))
-                mask = torch.cat([prefix_mask, suffix_mask], dim=1)
-                attn = make_attn_mask(mask, torch.cat([prefix_ar, suffix_ar], dim=1))
-                positions = torch.cumsum(mask.long(), dim=1) - 1
-                out, _ = self.transformer(prefix, suffix.to(prefix.dtype), positions, attn, cond)
-                v_t = _linear(self.action_out_proj, out[:, -H:]).float()
+                return step_fn(x, t.expand(B), state, kv_cache, prefix_mask, mods)
+            suffix, suffix_mask, suffix_ar, cond = self.embed_suffix(state, x, t.expand(B))
+            mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+            attn = make_attn_mask(mask, torch.cat([prefix_ar, suffix_ar], dim=1))
+            positions = torch.cumsum(mask.long(), dim=1) - 1
+            out, _ = self.transformer(prefix, suffix.to(prefix.dtype), positions, attn, cond)
+            return _linear(self.action_out_proj, out[:, -H:]).float()
+
+        if prev_chunk is None:
+            for k in range(num_steps):
+                x = x + dt * velocity(x, k)
+            return x
+        for k in range(num_steps):
+            v_t = guided_velocity(lambda x_k, k=k: velocity(x_k, k), x, times[k], target, weights, guidance[k])
             x = x + dt * v_t
         return x
