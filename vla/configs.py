@@ -76,11 +76,13 @@ class OptimConfig:
 
 @dataclass
 class HardwareConfig:
-    """Where and how one run executes. `train.py` starts `num_processes` ranks itself unless started by torchrun."""
+    """Where and how one run executes: `num_nodes` hosts x `num_processes` ranks each. On one node `train.py` starts
+    the ranks itself unless started by torchrun; several nodes are started by torchrun on each (tools/slurm/)."""
 
     name: str = "cpu"
     device: str = "cpu"  # cpu | cuda
-    num_processes: int = 1  # ranks on this node (one per GPU)
+    num_nodes: int = 1  # hosts; >1: HSDP (parameters sharded within a node, replicated across nodes)
+    num_processes: int = 1  # ranks on each node (one per GPU)
     backend: str = "gloo"  # gloo (CPU) | nccl (GPU)
     micro_batch_size: int | None = None  # per-rank batch of one forward/backward; null: global batch / ranks
     precision: str = "fp32"  # compute dtype of FSDP's MixedPrecisionPolicy: fp32 | bf16 (master weights stay fp32)
@@ -96,6 +98,7 @@ class HardwareConfig:
     def __post_init__(self) -> None:
         check(self.device in ("cpu", "cuda"), f"hardware.device={self.device!r}: expected cpu or cuda")
         check(self.precision in ("fp32", "bf16"), f"hardware.precision={self.precision!r}: expected fp32 or bf16")
+        check(self.num_nodes >= 1, f"hardware.num_nodes={self.num_nodes}: must be at least 1")
         check(self.num_processes >= 1, f"hardware.num_processes={self.num_processes}: must be at least 1")
         check(self.micro_batch_size is None or self.micro_batch_size >= 1,
               f"hardware.micro_batch_size={self.micro_batch_size}: must be positive, or null (batch_size / ranks)")

@@ -1,7 +1,8 @@
 """Training checkpoints, written atomically (temp dir + rename) by all ranks together:
 
   <run>/checkpoints/<step>/
-    state/              torch.distributed.checkpoint of model, optimizer and EMA (sharded, any world size)
+    state/              torch.distributed.checkpoint of model, optimizer and EMA (sharded; resharded on load to any
+                        world size or mesh: a several-node HSDP run resumes on one node or one GPU)
                         + train_state.pt: step, data position (in global samples), RNG (the same on every rank)
     model.safetensors   consolidated weights in openpi's PyTorch layout (LoRA merged): any loader takes it
     ema.safetensors     the same for the EMA weights (when EMA is on; preferred by `model.pretrained` and eval)

@@ -6,12 +6,13 @@ is split over the mesh; everything that joins, waits for or reduces across ranks
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Placement, Replicate, Shard
 
 from vla.configs import HardwareConfig
 
@@ -49,9 +50,47 @@ def destroy_distributed() -> None:
     dist.destroy_process_group()
 
 
-def init_mesh(device: torch.device, world: int) -> DeviceMesh:
-    """The one-dimensional mesh of all ranks that FSDP2 shards over."""
-    return init_device_mesh(device.type, (world,))
+def num_nodes_started(hw: HardwareConfig, world: int) -> int:
+    """The number of nodes this run's ranks are on, which must be `hardware.num_nodes`: under torchrun
+    WORLD_SIZE / LOCAL_WORLD_SIZE (its --nnodes), with several nodes `hardware.num_processes` ranks on each (its
+    --nproc-per-node), since the mesh's shard groups must be the ranks of one node. One node started some other way
+    (train.py's launcher, one process) is accepted as it is."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    nodes = world // local
+    started = f"the run has {world} rank(s), {local} on each node"
+    if world % local or nodes != hw.num_nodes:
+        fix = f"pass hardware.num_nodes={nodes}" if world % local == 0 else "start the same number of ranks on each"
+        raise ValueError(f"hardware={hw.name} describes {hw.num_nodes} node(s) (hardware.num_nodes) but {started}: "
+                         f"{fix}, or start torchrun with --nnodes {hw.num_nodes}")
+    if nodes > 1 and local != hw.num_processes:
+        raise ValueError(f"hardware={hw.name} describes {hw.num_processes} rank(s) per node (hardware.num_processes) "
+                         f"but {started}: pass hardware.num_processes={local}, or start torchrun with "
+                         f"--nproc-per-node {hw.num_processes}")
+    return nodes
+
+
+def init_mesh(device: torch.device, world: int, num_nodes: int = 1) -> DeviceMesh:
+    """The mesh FSDP2 shards over. One node: all ranks in one dimension, "shard" (FSDP). Several nodes: 2-D,
+    ("replicate", "shard") = (nodes, ranks per node), HSDP as torchtitan lays it out: each parameter is sharded over
+    the ranks of a node and replicated across nodes, so the parameter all-gathers and gradient reduce-scatters stay
+    on a node's fast links and only one all-reduce of each rank's gradient shard per step crosses between nodes.
+    torchrun numbers ranks node by node, so row i of the mesh is node i."""
+    if num_nodes == 1:
+        return init_device_mesh(device.type, (world,), mesh_dim_names=("shard",))
+    if world % num_nodes:
+        raise ValueError(f"{world} ranks do not split evenly over {num_nodes} nodes")
+    return init_device_mesh(device.type, (num_nodes, world // num_nodes), mesh_dim_names=("replicate", "shard"))
+
+
+def shard_group(mesh: DeviceMesh, placements: Sequence[Placement]) -> dist.ProcessGroup | None:
+    """The ranks among which a DTensor laid out as `placements` on `mesh` is split, whose local pieces add up to the
+    whole: the group of its one Shard dimension (a Replicate dimension holds equal copies, which must not be counted
+    twice), or None when that dimension has a single rank. FSDP2's layouts are (Shard(0),) on a 1-D mesh and
+    (Replicate(), Shard(0)) on HSDP's 2-D mesh; anything else is a ValueError."""
+    shard_dims = [i for i, p in enumerate(placements) if isinstance(p, Shard)]
+    if len(shard_dims) != 1 or not all(isinstance(p, (Shard, Replicate)) for p in placements):
+        raise ValueError(f"expected one Shard dimension and Replicate ones, found placements {tuple(placements)}")
+    return mesh.get_group(shard_dims[0]) if mesh.size(shard_dims[0]) > 1 else None
 
 
 def get_rank() -> int:

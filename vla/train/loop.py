@@ -42,6 +42,7 @@ from vla.train.distributed import (
     full_tensor,
     init_distributed,
     init_mesh,
+    num_nodes_started,
 )
 from vla.train.ema import EMA
 from vla.train.metrics import MetricsLogger
@@ -121,7 +122,7 @@ def train(cfg: TrainConfig, run_dir: str | Path) -> dict:
 def _train(cfg: TrainConfig, run_dir: Path, rank: int, world: int, device: torch.device, stop: StopRequest) -> dict:
     layout = Layout(rank, world, *batch_layout(cfg, world), device)
     check_config(cfg, run_dir)
-    mesh = init_mesh(device, world)
+    mesh = init_mesh(device, world, num_nodes_started(cfg.hardware, world))
     run_dir.mkdir(parents=True, exist_ok=True)
     run = setup(cfg, run_dir, layout, mesh)
     try:
@@ -370,11 +371,15 @@ def resume(run: Run, run_dir: Path, layout: Layout) -> None:
 def log_summary(cfg: TrainConfig, run: Run, layout: Layout, run_dir: Path) -> None:
     n_params = sum(p.numel() for p in run.policy.parameters())
     n_train = sum(p.numel() for p in run.trainable)
+    mesh = next(run.policy.parameters()).device_mesh  # the mesh FSDP2 sharded the parameters over
+    names = mesh.mesh_dim_names or [f"dim{i}" for i in range(mesh.ndim)]
+    sharding = " x ".join(f"{name} {size}" for name, size in zip(names, mesh.shape))
     log.info(
-        "%s on %s: %d rank(s) x micro-batch %d x %d accumulation = batch %d; %s params (%s trainable); "
+        "%s on %s: %d rank(s) x micro-batch %d x %d accumulation = batch %d; %s (mesh %s); %s params (%s trainable); "
         "%d frames, %d episodes; run dir %s",
-        cfg.model.name, cfg.task.name, layout.world, layout.micro, layout.accum, cfg.batch_size, f"{n_params:,}",
-        f"{n_train:,}", len(run.data.dataset), run.data.num_episodes, run_dir,
+        cfg.model.name, cfg.task.name, layout.world, layout.micro, layout.accum, cfg.batch_size,
+        "HSDP" if mesh.ndim > 1 else "FSDP", sharding, f"{n_params:,}", f"{n_train:,}", len(run.data.dataset),
+        run.data.num_episodes, run_dir,
     )
 
 

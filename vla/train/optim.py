@@ -12,10 +12,10 @@ local tensor (`local_shard`) with the same kernels and formulas: 5.6 and 10 ms o
 from __future__ import annotations
 
 import torch
-from torch.distributed.tensor import DTensor, Shard
+from torch.distributed.tensor import DTensor
 from torch.optim.adamw import adamw
 
-from vla.train.distributed import all_reduce_sum_, local_shard
+from vla.train.distributed import all_reduce_sum_, local_shard, shard_group
 
 
 class ShardedAdamW(torch.optim.AdamW):
@@ -65,9 +65,10 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
     """torch.nn.utils.clip_grad_norm_ (2-norm, foreach): scales the gradients in place by
     min(1, max_norm / (norm + 1e-6)) and returns the norm of all gradients together, as a plain tensor.
 
-    With sharded gradients each rank takes the norm of its shards and one all-reduce sums the squares. That needs every
-    gradient to be a DTensor sharded over the same one-dimensional mesh (FSDP2's layout; a replicated one would be
-    counted once per rank), or none to be a DTensor."""
+    With sharded gradients each rank takes the norm of its shards and one all-reduce over the mesh's shard dimension
+    sums the squares; on HSDP's 2-D mesh the replicate dimension holds equal copies (FSDP2 all-reduced them) and is
+    left out, or each would count once per node. That needs every gradient to be a DTensor laid out alike on one mesh
+    (FSDP2's (Shard(0),) on a 1-D mesh, or HSDP's (Replicate(), Shard(0)) on a 2-D one), or none to be a DTensor."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
@@ -75,14 +76,18 @@ def clip_grad_norm_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor
     local = [local_shard(g) for g in grads]
     norm = torch.nn.utils.get_total_norm(local, 2.0, foreach=True)
     if sharded:
-        mesh = sharded[0].device_mesh
-        if len(sharded) != len(grads) or any(
-            g.device_mesh != mesh or len(g.placements) != 1 or not isinstance(g.placements[0], Shard) for g in sharded
-        ):
-            raise ValueError("clip_grad_norm_: expected every gradient sharded over one 1-D mesh (FSDP2)")
-        if mesh.size() > 1:
+        mesh, placements = sharded[0].device_mesh, sharded[0].placements
+        expected = ("clip_grad_norm_: expected every gradient sharded over one 1-D mesh (FSDP2) or one 2-D "
+                    "(replicate, shard) mesh (HSDP), all laid out alike")
+        if len(sharded) != len(grads) or any(g.device_mesh != mesh or g.placements != placements for g in sharded):
+            raise ValueError(expected)
+        try:
+            group = shard_group(mesh, placements)
+        except ValueError as e:
+            raise ValueError(f"{expected}: {e}") from None
+        if group is not None:
             norm_sq = norm.square()
-            all_reduce_sum_(norm_sq, group=mesh.get_group())
+            all_reduce_sum_(norm_sq, group=group)
             norm = norm_sq.sqrt()
     coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     torch._foreach_mul_(local, coef.to(local[0].device))

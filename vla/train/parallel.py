@@ -23,8 +23,10 @@ def parallelize(policy: Pi0Policy, hw: HardwareConfig, mesh: DeviceMesh) -> Pi0P
        `hw.compile_vision` of each SigLIP encoder layer;
     3. FSDP2 `fully_shard` on each joint layer (the unit that holds layer i of both experts and their shared
        attention), then the vision tower + projection as one unit, then the root (token embedding, final norms,
-       action/time projections). Parameters stay fp32 (the master copy the optimizer updates); the
-       MixedPrecisionPolicy gathers them in `hw.precision` for compute and reduces gradients in fp32.
+       action/time projections), over `mesh` as `distributed.init_mesh` builds it: 1-D on one node (FSDP), 2-D
+       (replicate, shard) on several (HSDP: sharded within a node, replicated across nodes). Parameters stay fp32
+       (the master copy the optimizer updates); the MixedPrecisionPolicy gathers them in `hw.precision` for
+       compute and reduces gradients in fp32.
 
     The root keeps its inputs as given (`cast_forward_inputs=False`): the flow-matching targets and noise are built
     in fp32 from the batch, and cast where they enter a bf16 layer.
