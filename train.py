@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from vla.configs import ConfigError, TrainConfig, to_object
-from vla.train.launch import launch
+from vla.train.launch import launch, rank_argv
 from vla.train.loop import TrainingError, TrainingStopped
 
 log = logging.getLogger("train")
@@ -35,4 +35,9 @@ def main(cfg: TrainConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv[1:] = rank_argv(sys.argv[1:])  # torchrun: one run directory, written by rank 0
+    except ValueError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
     main()
