@@ -66,8 +66,9 @@ def curve(run_dir: Path, key: str = "train/loss") -> dict[int, float]:
 
 
 def assert_curves_close(run: Path, ref: Path, steps: list[int]) -> None:
-    """Losses and gradient norms step by step; float reduction order differs between layouts (~1e-6 relative)."""
-    for key in ("train/loss", "train/grad_norm"):
+    """Losses, gradient and parameter norms step by step (each a reduction over the mesh); float reduction order
+    differs between layouts (~1e-6 relative)."""
+    for key in ("train/loss", "train/grad_norm", "train/param_norm"):
         got, want = curve(run, key), curve(ref, key)
         torch.testing.assert_close(torch.tensor([got[s] for s in steps]), torch.tensor([want[s] for s in steps]),
                                    rtol=2e-5, atol=0, msg=f"{key}: {got} vs {want}")
