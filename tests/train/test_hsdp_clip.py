@@ -13,6 +13,8 @@ from torch.distributed.tensor import DTensor, Replicate, Shard
 from vla.train.distributed import init_mesh
 from vla.train.optim import clip_grad_norm_
 
+pytestmark = pytest.mark.slow  # several processes
+
 
 def hsdp_mlp(mesh) -> nn.Module:
     """An MLP sharded per layer over `mesh`; one shape (7 rows) splits unevenly over 2 ranks."""

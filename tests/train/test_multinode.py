@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vla.configs import ConfigError, HardwareConfig, compose, to_object
+from tests.train.helpers import compose_train
+from vla.configs import ConfigError, HardwareConfig
 from vla.models import build_policy
 from vla.models.weights import load_pretrained, openpi_key
 from vla.runs import read_metrics
@@ -25,8 +26,9 @@ from vla.train.launch import launch, rank_argv
 from vla.train.loop import train
 
 REPO = Path(__file__).resolve().parents[2]
-# a learning rate that moves the weights, and a clipping threshold below the gradient norms (~0.8-6), so that a
-# gradient norm counted wrongly across nodes changes the updates and the losses after them
+# a learning rate that moves the weights, and a clipping threshold below the gradient norms (~0.8-6) so that the
+# clipping acts; a norm summed over the wrong ranks shows in train/grad_norm (AdamW's update hardly changes when every
+# gradient is scaled alike, so the losses would not show it)
 SETTINGS = ["synthetic_data.enabled=true", "synthetic_data.num_tokens=32", "hardware.num_workers=0", "progress=false",
             "optim.lr=1e-3", "optim.warmup_steps=1", "optim.clip_grad_norm=0.1", "optim.ema_decay=0.9",
             "batch_size=8", "log_interval=1", "save_interval=2", "keep_last=2", "keep_period=null"]
@@ -55,10 +57,6 @@ def torchrun_nodes(nodes: int, per_node: int, args: list[str], cwd: Path, timeou
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out
     return outs
-
-
-def compose_train(overrides: list[str]):
-    return to_object(compose("train", overrides + ["run_name=test"]))
 
 
 def curve(run_dir: Path, key: str = "train/loss") -> dict[int, float]:
