@@ -16,7 +16,7 @@ The rows, targets and published anchors come from conf/benchmark/maniskill3.yaml
   checkpoint's config.yaml), else that config's `task.demos.num_demos` (marked "config": it is what the task config
   said, which need not be the dataset's size), else "?".
 * GPU minutes, training: the sum over the run's metrics.jsonl records up to the evaluated checkpoint's step of
-  `perf/step_time_s` x the steps in that record's window, times the ranks (`hardware.num_processes`, one GPU each)
+  `perf/step_time_s` x the steps in that record's window, times the ranks (`hardware.num_processes` x `num_nodes`, one GPU each)
   when `hardware.device` is cuda. It counts the time in training steps (data waits and the first steps' compilation
   included); start-up before the first step, image caching, checkpoint writes and time between restarts are not in
   it. Steps re-done after a resume from an earlier checkpoint count again. GPU minutes, evaluation: the evaluation's
@@ -198,7 +198,8 @@ def training_record(checkpoint: str | None, root: Path) -> dict:
     if cfg is not None:
         record["demos"], record["demos_source"] = _demos(cfg, root)
         record["train_device"] = OmegaConf.select(cfg, "hardware.device")
-        record["train_processes"] = OmegaConf.select(cfg, "hardware.num_processes", default=1)
+        record["train_processes"] = (OmegaConf.select(cfg, "hardware.num_processes", default=1)
+                                     * OmegaConf.select(cfg, "hardware.num_nodes", default=1))
     if (run_dir / "metrics.jsonl").is_file():
         up_to = int(ckpt.name) if ckpt.name.isdigit() else None
         record["train_minutes"] = train_seconds(read_metrics(run_dir), up_to) / 60
