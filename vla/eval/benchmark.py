@@ -16,8 +16,8 @@ The rows, targets and published anchors come from conf/benchmark/maniskill3.yaml
   checkpoint's config.yaml), else that config's `task.demos.num_demos` (marked "config": it is what the task config
   said, which need not be the dataset's size), else "?".
 * GPU minutes, training: the sum over the run's metrics.jsonl records up to the evaluated checkpoint's step of
-  `perf/step_time_s` x the steps in that record's window, times the ranks (`hardware.num_processes` x `num_nodes`, one GPU each)
-  when `hardware.device` is cuda. It counts the time in training steps (data waits and the first steps' compilation
+  `perf/step_time_s` x the steps in that record's window, times the ranks (`hardware.num_processes` x `num_nodes`,
+  one GPU each) when `hardware.device` is cuda. It counts the time in training steps (data waits and the first steps' compilation
   included); start-up before the first step, image caching, checkpoint writes and time between restarts are not in
   it. Steps re-done after a resume from an earlier checkpoint count again. GPU minutes, evaluation: the evaluation's
   `wall_s` (model loading excluded) on its one GPU when its device is cuda; a CPU run counts 0 GPU minutes and its
