@@ -9,7 +9,7 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from vla.configs import ConfigError, ConvertConfig, check_overrides, to_object
+from vla.configs import ConfigError, ConvertConfig, app_config
 from vla.data.convert import convert
 from vla.data.maniskill import DataError, GenerationError
 
@@ -17,9 +17,7 @@ from vla.data.maniskill import DataError, GenerationError
 @hydra.main(config_path="pkg://vla.conf", config_name="convert", version_base="1.3")
 def main(cfg: ConvertConfig) -> None:
     try:
-        check_overrides(ConvertConfig, HydraConfig.get().overrides.task, "convert.py")
-        cfg = to_object(cfg)  # typed dataclasses from here on; bad values fail here
-        convert(cfg)
+        convert(app_config(cfg, ConvertConfig, "convert.py", HydraConfig.get().overrides.task))
     except (ConfigError, DataError, GenerationError, FileExistsError, FileNotFoundError) as e:
         print(f"convert.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -14,10 +14,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vla.configs import ConfigError, EvalConfig, check_overrides, to_object, with_recorded_recipe
+from vla.configs import ConfigError, EvalConfig, app_config
 from vla.eval.envs import EnvError
 from vla.eval.evaluate import evaluate
-from vla.runs import resolve_checkpoint
 from vla.models.weights import CheckpointError
 
 log = logging.getLogger("eval")
@@ -25,13 +24,8 @@ log = logging.getLogger("eval")
 
 @hydra.main(config_path="pkg://vla.conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    overrides = HydraConfig.get().overrides.task
     try:
-        check_overrides(EvalConfig, overrides, "eval.py")
-        if cfg.checkpoint is not None and (resolve_checkpoint(cfg.checkpoint) / "config.yaml").is_file():
-            recorded = resolve_checkpoint(cfg.checkpoint) / "config.yaml"
-            cfg = with_recorded_recipe(cfg, recorded, overrides, cfg.allow_other_task)
-        cfg = to_object(cfg)  # typed dataclasses from here on; bad values fail here
+        cfg = app_config(cfg, EvalConfig, "eval.py", HydraConfig.get().overrides.task)
         summary = evaluate(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, FileNotFoundError, CheckpointError, EnvError, ValueError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)

@@ -13,9 +13,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vla.configs import ConfigError, ServeConfig, check_overrides, to_object, with_recorded_recipe
+from vla.configs import ConfigError, ServeConfig, app_config
 from vla.models.weights import CheckpointError
-from vla.runs import resolve_checkpoint
 from vla.serve.app import serve
 
 log = logging.getLogger("serve")
@@ -23,14 +22,8 @@ log = logging.getLogger("serve")
 
 @hydra.main(config_path="pkg://vla.conf", config_name="serve", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    overrides = HydraConfig.get().overrides.task
     try:
-        check_overrides(ServeConfig, overrides, "serve.py")
-        if cfg.checkpoint is not None and (resolve_checkpoint(cfg.checkpoint) / "config.yaml").is_file():
-            recorded = resolve_checkpoint(cfg.checkpoint) / "config.yaml"
-            cfg = with_recorded_recipe(cfg, recorded, overrides, cfg.allow_other_task)
-        cfg = to_object(cfg)  # typed dataclasses from here on; bad values fail here
-        serve(cfg)
+        serve(app_config(cfg, ServeConfig, "serve.py", HydraConfig.get().overrides.task))
     except (ConfigError, FileNotFoundError, CheckpointError, ValueError, OSError) as e:
         print(f"serve.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -30,6 +30,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vla.data.config import AugmentConfig, DataConfig, TaskConfig
 from vla.models.config import PolicyConfig
+from vla.runs import resolve_checkpoint
 
 CONFIG_MODULE = "vla.conf"  # conf/ at the repository root, installed as this package (setup.cfg package_dir)
 
@@ -408,6 +409,17 @@ def check_overrides(schema: type[RecipeConfig], overrides: Sequence[str], app: s
 
 SECTION_SCHEMAS = {"task": TaskConfig, "model": PolicyConfig, "optim": OptimConfig, "data": DataConfig,
                    "augment": AugmentConfig, "lora": LoraConfig, "eval": EvalProtocol}
+
+
+def app_config(cfg: DictConfig, schema: type[RecipeConfig], app: str, overrides: Sequence[str]) -> RecipeConfig:
+    """An app's typed config from its composed `cfg`: command-line `overrides` of recipe parts it does not read are
+    refused, and when `cfg.checkpoint` is one of our training checkpoints (or its run dir) the recorded recipe is used
+    underneath the command line (`with_recorded_recipe`)."""
+    check_overrides(schema, overrides, app)
+    checkpoint = cfg.get("checkpoint")
+    if checkpoint is not None and (resolve_checkpoint(checkpoint) / "config.yaml").is_file():
+        cfg = with_recorded_recipe(cfg, resolve_checkpoint(checkpoint) / "config.yaml", overrides, cfg.allow_other_task)
+    return to_object(cfg)  # typed dataclasses from here on; bad values fail here
 
 
 def with_recorded_recipe(cfg: DictConfig, checkpoint_config: Path, overrides: Sequence[str],

@@ -2,6 +2,10 @@
 
 from pathlib import Path
 
+import torch
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+
 from vla.configs import TrainConfig, compose, to_object
 from vla.runs import read_metrics
 
@@ -23,3 +27,15 @@ def compose_train(overrides: list[str]) -> TrainConfig:
 def losses(run_dir: Path) -> list[float]:
     """The train/loss curve a run logged to its metrics.jsonl."""
     return [m["train/loss"] for m in read_metrics(run_dir)]
+
+
+def sharded_mlp(mesh) -> nn.Module:
+    """A small MLP sharded per layer by FSDP2 over `mesh` (1-D FSDP or 2-D HSDP), the same weights every call; one
+    shape (7 rows) splits unevenly over 2 ranks."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 7), nn.GELU(), nn.Linear(7, 3))
+    for layer in m:
+        if isinstance(layer, nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    fully_shard(m, mesh=mesh)
+    return m

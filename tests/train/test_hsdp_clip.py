@@ -6,25 +6,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
-from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
+from tests.train.helpers import sharded_mlp
 from vla.train.distributed import init_mesh
 from vla.train.optim import clip_grad_norm_
 
 pytestmark = pytest.mark.slow  # several processes
-
-
-def hsdp_mlp(mesh) -> nn.Module:
-    """An MLP sharded per layer over `mesh`; one shape (7 rows) splits unevenly over 2 ranks."""
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 7), nn.GELU(), nn.Linear(7, 3))
-    for layer in m:
-        if isinstance(layer, nn.Linear):
-            fully_shard(layer, mesh=mesh)
-    fully_shard(m, mesh=mesh)
-    return m
 
 
 def check_clip(rank: int, world: int, nodes: int, max_norm: float) -> None:
@@ -36,7 +24,7 @@ def check_clip(rank: int, world: int, nodes: int, max_norm: float) -> None:
     assert mesh["shard"].mesh.tolist() == list(range(rank // per_node * per_node, (rank // per_node + 1) * per_node))
     assert mesh["replicate"].mesh.tolist() == list(range(rank % per_node, world, per_node))
 
-    model = hsdp_mlp(mesh)
+    model = sharded_mlp(mesh)
     x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1 + rank))  # every rank its own data
     model(x).pow(2).sum().backward()
     params = list(model.parameters())

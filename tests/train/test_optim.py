@@ -7,27 +7,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from torch.optim.adamw import adamw as torch_adamw
 
 import vla.train.optim as optim
+from tests.train.helpers import sharded_mlp
 from vla.train.optim import ShardedAdamW, clip_grad_norm_
 
 
 def twin_models(world: int) -> tuple[nn.Module, nn.Module]:
-    """Two identical FSDP2-sharded MLPs; one shape (7 rows) splits unevenly over 2 ranks."""
+    """Two identical FSDP2-sharded MLPs over `world` ranks."""
     mesh = init_device_mesh("cpu", (world,))
-    models = []
-    for _ in range(2):
-        torch.manual_seed(0)
-        m = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 7), nn.GELU(), nn.Linear(7, 3))
-        for layer in m:
-            if isinstance(layer, nn.Linear):
-                fully_shard(layer, mesh=mesh)
-        fully_shard(m, mesh=mesh)
-        models.append(m)
-    return models[0], models[1]
+    return sharded_mlp(mesh), sharded_mlp(mesh)
 
 
 def run_steps(world: int, rank: int, fused: bool, steps: int = 3) -> None:
