@@ -197,3 +197,14 @@ def test_an_installed_vla_finds_its_configs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     root, module = out.stdout.split()
     assert root == "data/pushcube_128px_1000demos" and module.startswith(str(site))
+
+
+def test_compose_is_safe_from_several_threads():
+    """Hydra's state is global to the process: threads composing at once (the test fixtures generate demos for
+    several tasks in threads) must each get their own config."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = group_options("task") * 3
+    with ThreadPoolExecutor(8) as pool:
+        tasks = list(pool.map(lambda n: load_group("task", n), names))
+    assert [t.name for t in tasks] == names

@@ -16,10 +16,11 @@ of the other parts, so that `eval.py seed=3` cannot silently set a training seed
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_module
@@ -350,16 +351,17 @@ OmegaConf.register_new_resolver("vla.eval_name", eval_name, replace=True)
 OmegaConf.register_new_resolver("vla.run_name", run_name, replace=True)
 
 
+_COMPOSE_LOCK = threading.Lock()  # Hydra's state is global: one composition at a time, whichever thread asks
+
+
 def compose(config_name: str | None, overrides: Sequence[str] = ()) -> DictConfig:
     """Hydra composition of conf/ (`config_name` = train | convert | eval | serve, or None for groups alone). Inside a
     running Hydra app the app's own search path is used: it is the same conf/."""
-    if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name, overrides=list(overrides))
-    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-        return hydra_compose(config_name, overrides=list(overrides))
-
-
-T = TypeVar("T")
+    with _COMPOSE_LOCK:
+        if GlobalHydra.instance().is_initialized():
+            return hydra_compose(config_name, overrides=list(overrides))
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name, overrides=list(overrides))
 
 
 def to_object(cfg: DictConfig, what: str = "config") -> object:
