@@ -118,15 +118,16 @@ def _worker(conn, task: TaskConfig) -> None:
 
 
 class EnvPool:
-    """`n` env worker processes for one task."""
+    """`n` env worker processes for one task. `worker(conn, task)` is the process's loop (a module-level function:
+    it is pickled for spawn); vla.rl records rollouts with rewards through a worker of its own."""
 
-    def __init__(self, task: TaskConfig, n: int):
+    def __init__(self, task: TaskConfig, n: int, worker=_worker):
         check_sim_backend(task)
         ctx = mp.get_context("spawn")  # SAPIEN / Vulkan state must not be forked
         self.conns, self.procs = [], []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, task), daemon=True)
+            proc = ctx.Process(target=worker, args=(child, task), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)
