@@ -3,6 +3,7 @@
 A training run's recorded recipe (task, model, evaluation protocol) is used unless the command line changes it.
 Episode i resets the env with eval.seed + i (reconfigured), the policy predicts a chunk and eval.replan_steps of it
 are executed before it predicts again, for max_episode_steps steps (terminations ignored: ManiSkill's protocol).
+`critic=<algo=qchunk run> best_of_n=16` acts by the highest-Q of 16 sampled chunks (vla/rl/best_of_n.py).
 Writes episodes.json, summary.json/.md and success.png (+ videos/ with videos=N) into the run directory;
 `-m checkpoint=a,b,...` evaluates several and writes the combined report.md/.png into the sweep directory.
 """
@@ -26,7 +27,12 @@ log = logging.getLogger("eval")
 def main(cfg: DictConfig) -> float:
     try:
         cfg = app_config(cfg, EvalConfig, "eval.py", HydraConfig.get().overrides.task)
-        summary = evaluate(cfg, HydraConfig.get().runtime.output_dir)
+        wrap = None
+        if cfg.critic is not None:  # best-of-N under a chunk critic (vla/rl)
+            from vla.rl.best_of_n import best_of_n_wrapper
+
+            wrap = best_of_n_wrapper(cfg.critic, cfg.best_of_n, cfg.task.name)
+        summary = evaluate(cfg, HydraConfig.get().runtime.output_dir, wrap)
     except (ConfigError, FileNotFoundError, CheckpointError, EnvError, ValueError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -1,6 +1,7 @@
-"""Supervised fine-tuning of Pi0.5 / Pi0: `python train.py [+experiment=<recipe>] [task=...] [model=...] [key=value ...]`.
+"""Training of Pi0.5 / Pi0: `python train.py [+experiment=<recipe>] [task=...] [model=...] [key=value ...]`.
 
-Composes conf/train.yaml with the `task`, `model`, `optim` and `hardware` groups (and a recipe from conf/experiment);
+Composes conf/train.yaml with the `task`, `model`, `optim`, `hardware` and `algo` groups (and a recipe from
+conf/experiment); `algo=qchunk checkpoint=<policy>` trains a chunk critic for a trained policy (vla/rl) instead of SFT;
 `-m +experiment=a,b` sweeps (one run directory each). Writes into the run directory: TensorBoard events,
 metrics.jsonl, config.yaml (the whole recipe, read back by eval.py), checkpoints/<step>/.
 """
@@ -11,7 +12,7 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
-from vla.configs import ConfigError, TrainConfig, to_object
+from vla.configs import ConfigError, TrainConfig, train_config
 from vla.train.launch import launch, rank_argv
 from vla.train.loop import TrainingError, TrainingStopped
 
@@ -22,8 +23,13 @@ log = logging.getLogger("train")
 def main(cfg: TrainConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        cfg = to_object(cfg)  # typed dataclasses from here on; bad values fail here
-        last = launch(cfg, run_dir)
+        cfg = train_config(cfg, HydraConfig.get().overrides.task)  # typed dataclasses from here on
+        if cfg.algo.name == "qchunk":  # a critic for a trained policy (vla/rl); SFT otherwise
+            from vla.rl.trainer import train_qchunk
+
+            last = train_qchunk(cfg, run_dir)
+        else:
+            last = launch(cfg, run_dir)
     except TrainingStopped as e:  # SIGTERM: the run saved its last step; 143 = 128 + SIGTERM, as if killed by it
         print(f"train.py: {e}", file=sys.stderr)
         sys.exit(143)
@@ -31,7 +37,7 @@ def main(cfg: TrainConfig) -> float | None:
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     log.info("done: %s", ", ".join(f"{k}={v:.4g}" for k, v in (last or {}).items()))
-    return (last or {}).get("train/loss")  # the sweep's objective
+    return (last or {}).get("train/loss", (last or {}).get("critic/td_loss"))  # the sweep's objective
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from vla.eval.rollout import run_episodes
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
+def evaluate(cfg: EvalConfig, out_dir: str | Path, wrap_policy: Callable[[Policy], Policy] | None = None) -> dict:
+    """`wrap_policy`: what acts in place of the loaded policy (eval.py's critic= option: best-of-N under a critic)."""
     out_dir = Path(out_dir)
     task = cfg.task
     protocol = cfg.eval
@@ -24,6 +26,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
         cfg.checkpoint, cfg.model, cfg.norm_stats or task.norm_stats, task.action_dim, cfg.device, cfg.precision,
         protocol.num_denoise_steps, cfg.compile,
     )
+    if wrap_policy is not None:
+        policy = wrap_policy(policy)
     H = policy.cfg.action_horizon
     replan = protocol.replan_steps or max(1, H // 2)
     if replan > H:
@@ -44,6 +48,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path) -> dict:
         "precision": cfg.precision, "compile": cfg.compile, "wall_s": time.perf_counter() - t0,
         "latency": asdict(cfg.latency), "action_change": action_change_means(episodes),
     }
+    if cfg.critic is not None:
+        info |= {"critic": cfg.critic, "best_of_n": cfg.best_of_n}
     summary = write_results(out_dir, [e.report() for e in episodes], info)
     log.info(
         "%s: success_once %.1f%% (%d/%d), success_at_end %.1f%%, %.1f steps/episode, %.1f s -> %s",

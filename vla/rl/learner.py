@@ -1,0 +1,167 @@
+"""One update of the critic, and optionally of the policy's action expert, on a batch of replay chunks.
+
+Per update, one prefix pass of the frozen policy over the batch's observations and the observations h steps later
+gives the key/value cache every chunk sample reads and (features=policy) the critic's observation features; then
+
+  critic  target = R_{t:t+h} + gamma^h (1 - terminal) Qbar(s_{t+h}, a'), a' the best of `target_best_of_n` policy
+          samples under the target critic; loss = TD + alpha * Cal-QL (uniform and policy chunks at s, the policy's
+          Q clipped from below by the Monte-Carlo return); Polyak update of the target
+  actor   (algo.actor.enabled) flow-matching BC on the chunks of the replay's successful episodes + alpha * (-Q) of a
+          chunk sampled with gradients through k Euler steps; the gradient is taken with respect to the action
+          expert's parameters only (the prefix is a constant)
+
+Every random number comes from the learner's generator (on the host), so a resumed run draws what it would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vla.configs import AlgoConfig
+from vla.data.transforms import collate, move_to
+from vla.eval.policy import Policy
+from vla.models.pi0 import sample_flow_time
+from vla.rl.critic import ChunkCritic, aggregate, critic_inputs, polyak_update
+from vla.rl.data import ReplayBuffer
+from vla.rl.losses import calql_regularizer, chunk_backup, td_loss
+from vla.rl.sampling import (PrefixContext, encode_prefix, flow_matching_loss, pathwise_chunks,
+                             pooled_prefix_features, sample_chunks)
+
+
+@dataclass
+class Learner:
+    """What the updates change: the critic, its target and optimizer, the policy (its action expert when the actor
+    trains), the replay data, the generator, and the counters a checkpoint stores."""
+
+    policy: Policy
+    critic: ChunkCritic
+    target: ChunkCritic
+    critic_optim: torch.optim.Optimizer
+    actor_params: list[torch.nn.Parameter]
+    actor_optim: torch.optim.Optimizer | None
+    replay: ReplayBuffer
+    gen: torch.Generator
+    num_denoise_steps: int
+    step: int = 0  # updates done
+    round: int = 0  # online rounds done
+
+    @property
+    def device(self) -> torch.device:
+        return self.policy.device
+
+
+@dataclass
+class Batch:
+    """A sampled batch: replay arrays on the device, the prefix pass of s and s_{t+h}, the critic's inputs."""
+
+    data: dict[str, torch.Tensor]
+    model_batch: dict
+    ctx: PrefixContext
+    ctx_next: PrefixContext
+    obs: dict[str, torch.Tensor]
+    obs_next: dict[str, torch.Tensor]
+
+
+def _randn(learner: Learner, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=learner.gen).to(learner.device)
+
+
+def sample_batch(learner: Learner, batch_size: int) -> Batch:
+    replay, policy = learner.replay, learner.policy
+    indices = replay.sample(batch_size, learner.gen)
+    next_indices = replay.targets["next_index"][indices]
+    observations = replay.observations(np.concatenate([indices, next_indices]))
+    both = move_to(collate([policy.transform(o) for o in observations]), learner.device)
+    ctx = encode_prefix(policy.model, both)
+    features = pooled_prefix_features(ctx) if learner.critic.spec.features == "policy" else None
+    inputs = critic_inputs(learner.critic.spec, both, features)
+    now, later = slice(0, batch_size), slice(batch_size, 2 * batch_size)
+    current = {k: v[now] if isinstance(v, torch.Tensor) else {kk: vv[now] for kk, vv in v.items()}
+               for k, v in both.items()}
+    return Batch({k: v.to(learner.device) for k, v in replay.batch(indices).items()}, current, ctx.rows(now),
+                 ctx.rows(later), {k: v[now] for k, v in inputs.items()}, {k: v[later] for k, v in inputs.items()})
+
+
+@torch.no_grad()
+def backup_target(learner: Learner, batch: Batch, algo: AlgoConfig) -> torch.Tensor:
+    """(B,) chunked n-step targets from the target critic and the best of `target_best_of_n` policy samples."""
+    model = learner.policy.model
+    B, H, A = batch.ctx.batch_size, model.cfg.action_horizon, model.cfg.action_dim
+    noise = _randn(learner, B, algo.target_best_of_n, H, A)
+    next_chunks = sample_chunks(model, batch.ctx_next, noise, learner.num_denoise_steps)
+    next_q = aggregate(learner.target(batch.obs_next, next_chunks), algo.target_agg).max(dim=1).values
+    d = batch.data
+    return chunk_backup(d["chunk_return"], d["bootstrap"], next_q, algo.gamma, learner.critic.spec.chunk_len)
+
+
+def critic_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, torch.Tensor]:
+    critic, spec, model = learner.critic, learner.critic.spec, learner.policy.model
+    B, H, A = batch.ctx.batch_size, model.cfg.action_horizon, model.cfg.action_dim
+    target = backup_target(learner, batch, algo)
+    obs = critic.observation(batch.obs)
+    q_data = critic(obs, batch.data["chunk"])
+    loss_td = td_loss(q_data, target)
+    metrics = {"critic/td_loss": loss_td.detach(), "critic/q_data": q_data.detach().mean(),
+               "critic/target": target.mean(), "critic/mc_return": batch.data["mc_return"].mean(),
+               "critic/q_minus_mc": (q_data.detach().mean(0) - batch.data["mc_return"]).mean()}
+    loss = loss_td
+    cq = algo.calql
+    if cq.alpha > 0:
+        with torch.no_grad():
+            uniform = torch.rand(B, cq.uniform_samples, spec.chunk_len, spec.action_dim, generator=learner.gen)
+            uniform = (uniform * 2.0 - 1.0).to(learner.device)  # the normalized action box
+            own = sample_chunks(model, batch.ctx, _randn(learner, B, cq.policy_samples, H, A),
+                                learner.num_denoise_steps)
+        reg, lifted = calql_regularizer(q_data, critic(obs, uniform), critic(obs, own), batch.data["mc_return"],
+                                        cq.temperature, cq.bound_uniform)
+        loss_reg = reg.mean(dim=1).sum()
+        loss = loss + cq.alpha * loss_reg
+        metrics |= {"critic/calql": loss_reg.detach(), "critic/bound_rate": lifted}
+    learner.critic_optim.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(critic.parameters(), algo.critic.clip_grad_norm)
+    learner.critic_optim.step()
+    polyak_update(learner.target, critic, algo.critic.tau)
+    return metrics | {"critic/grad_norm": grad_norm.detach(), "critic/alpha": torch.tensor(cq.alpha)}
+
+
+def actor_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, torch.Tensor]:
+    """BC (flow matching, successful episodes only) + alpha * normalized -Q of a pathwise sample; the gradient of the
+    action expert alone."""
+    model, ac = learner.policy.model, algo.actor
+    B, H, A = batch.ctx.batch_size, model.cfg.action_horizon, model.cfg.action_dim
+    d = batch.data
+    time = sample_flow_time(B, torch.device("cpu"), learner.gen).to(learner.device)
+    per_step = flow_matching_loss(model, batch.ctx, d["bc_actions"], _randn(learner, B, H, A), time)
+    weight = (~d["bc_pad"]).float() * d["bc_weight"][:, None]
+    bc_loss = (per_step * weight).sum() / weight.sum().clamp_min(1.0)
+    chunks = pathwise_chunks(model, batch.ctx, _randn(learner, B, H, A), ac.pathwise_steps)
+    with torch.no_grad():
+        obs = learner.critic.observation(batch.obs)
+    q = learner.critic(obs, chunks).mean(dim=0)
+    q_loss = -q.mean()
+    if ac.normalize_q:
+        q_loss = q_loss / q.detach().abs().mean().clamp_min(1e-6)
+    loss = bc_loss + ac.alpha * q_loss
+    grads = torch.autograd.grad(loss, learner.actor_params)
+    for p, g in zip(learner.actor_params, grads, strict=True):
+        p.grad = g
+    grad_norm = torch.nn.utils.clip_grad_norm_(learner.actor_params, ac.clip_grad_norm)
+    learner.actor_optim.step()
+    learner.actor_optim.zero_grad(set_to_none=True)
+    return {"actor/bc_loss": bc_loss.detach(), "actor/q": q.detach().mean(), "actor/grad_norm": grad_norm.detach(),
+            "actor/alpha": torch.tensor(ac.alpha)}
+
+
+def update(learner: Learner, algo: AlgoConfig) -> dict[str, torch.Tensor]:
+    """One critic update and, when due, one actor update on the same batch."""
+    batch = sample_batch(learner, algo.batch_size)
+    metrics = critic_update(learner, batch, algo)
+    ac = algo.actor
+    if ac.enabled and learner.step >= ac.start_step and (learner.step - ac.start_step) % ac.every == 0:
+        metrics |= actor_update(learner, batch, algo)
+    learner.step += 1
+    return metrics
