@@ -44,6 +44,8 @@ def load_acting_policy(cfg: EvalConfig) -> Policy:
 def collect(cfg: EvalConfig, out: str | Path, seeds: list[int], stop_on_success: bool = True,
             overwrite: bool = False) -> dict:
     """Record one episode per seed into the rollout dataset `out`; returns (and writes next to it) a summary."""
+    if Path(out).exists() and not overwrite:  # before the policy loads
+        raise FileExistsError(f"{Path(out).absolute()} exists (pass --overwrite to replace it)")
     policy = load_acting_policy(cfg)
     H = policy.cfg.action_horizon
     replan = cfg.eval.replan_steps or max(1, H // 2)
@@ -66,7 +68,7 @@ def collect(cfg: EvalConfig, out: str | Path, seeds: list[int], stop_on_success:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vla.rl.collect", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m vla.rl.collect", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="rollout dataset directory to write")
     parser.add_argument("--episodes", type=int, required=True)

@@ -67,7 +67,7 @@ class RolloutWriter:
     def __init__(self, output: str | Path, task: TaskConfig, action_horizon: int, overwrite: bool = False):
         self.output, self.task, self.action_horizon = Path(output).absolute(), task, action_horizon
         if self.output.exists() and not overwrite:
-            raise FileExistsError(f"{self.output} exists (pass overwrite to replace it)")
+            raise FileExistsError(f"{self.output} exists (pass --overwrite to replace it)")
         self.tmp = self.output.parent / f".{self.output.name}.tmp-{os.getpid()}"
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
