@@ -118,15 +118,15 @@ def _worker(conn, task: TaskConfig) -> None:
 
 
 class EnvPool:
-    """`n` env worker processes for one task."""
+    """`n` env worker processes for one task (`worker`: another simulator's worker, e.g. vla.eval.libero_env's)."""
 
-    def __init__(self, task: TaskConfig, n: int):
+    def __init__(self, task: TaskConfig, n: int, worker=None):
         check_sim_backend(task)
         ctx = mp.get_context("spawn")  # SAPIEN / Vulkan state must not be forked
         self.conns, self.procs = [], []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, task), daemon=True)
+            proc = ctx.Process(target=worker or _worker, args=(child, task), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)
