@@ -117,6 +117,14 @@ def test_suite_table_sits_beside_the_published_numbers():
         suite_rows(runs + [summary("libero_goal", 1, 2)])
 
 
+def test_a_missing_extra_is_named_in_one_line_with_the_install_command():
+    from vla.eval.libero_env import INSTALL_HINT, missing_extra
+
+    reason = missing_extra(("no_such_simulator",), ["no-such-assets-9"])
+    assert reason == f"LIBERO is not installed (missing no_such_simulator, no-such-assets-9): {INSTALL_HINT}"
+    assert "\n" not in reason and "pip install -e '.[libero]'" in reason
+
+
 # ---------------------------------------------------------------------------- an openpi-layout pi05_libero checkpoint
 
 

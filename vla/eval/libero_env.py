@@ -50,10 +50,10 @@ class LiberoSetupError(EnvError):
     pass
 
 
-def missing_extra() -> str | None:
+def missing_extra(modules: tuple[str, ...] = MODULES, asset_parts: list[str] = ASSET_PARTS) -> str | None:
     """Why LIBERO cannot run here (one line naming what is missing and the install command), or None."""
-    missing = [name for name in MODULES if importlib.util.find_spec(name) is None]
-    for part in ASSET_PARTS:
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    for part in asset_parts:
         try:
             importlib.metadata.version(part)
         except importlib.metadata.PackageNotFoundError:
