@@ -166,8 +166,9 @@ def test_action_output_is_the_first_7_dims_unnormalized_with_the_checkpoints_sta
     policy = Policy.load(openpi_checkpoint, libero_model_cfg(), "no/such/norm_stats.json", 7, asset_id=ASSET_ID)
     stats = json.loads((openpi_checkpoint / "assets" / ASSET_ID / "norm_stats.json").read_text())["norm_stats"]
     rng = np.random.default_rng(1)
-    obs = {"images": {k: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for k in ("base_0_rgb", "left_wrist_0_rgb")},
-           "image_masks": {"base_0_rgb": True, "left_wrist_0_rgb": True}, "state": rng.normal(size=8).astype(np.float32),
+    cameras = ("base_0_rgb", "left_wrist_0_rgb")
+    obs = {"images": {k: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for k in cameras},
+           "image_masks": {k: True for k in cameras}, "state": rng.normal(size=8).astype(np.float32),
            "prompt": "put the bowl on the plate"}
     noise = torch.randn(1, 10, 32, generator=torch.Generator().manual_seed(0))
     actions = policy.act([obs], noise)

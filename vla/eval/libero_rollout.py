@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vla.configs import EvalConfig
@@ -47,6 +46,15 @@ class LiberoEpisode:
         d.update(success_once=self.success, success_at_end=self.success,
                  first_success_step=self.steps if self.success else None)
         return d
+
+
+def _finish(ep: LiberoEpisode, success: bool, video_dir: Path | None, fps: int) -> None:
+    ep.success, ep.wall_s = success, time.perf_counter() - ep.t0
+    if ep.frames is not None and video_dir is not None:
+        path = video_dir / f"task{ep.task_id:02d}_episode{ep.index:02d}_{'success' if success else 'failure'}.mp4"
+        write_video(ep.frames, path, fps)
+        ep.video = str(path)
+    ep.obs = ep.frames = ep.generator = None  # what a finished episode no longer needs
 
 
 def schedule(task_ids: list[int], episodes_per_task: int) -> list[list[tuple[int, int]]]:
@@ -121,13 +129,7 @@ def run_libero_episodes(
                 if ep.frames is not None:
                     ep.frames += frames
                 if success or ep.steps >= max_episode_steps:
-                    ep.success, ep.wall_s = success, time.perf_counter() - ep.t0
-                    if ep.frames is not None and video_dir is not None:
-                        outcome = "success" if success else "failure"
-                        path = video_dir / f"task{ep.task_id:02d}_episode{ep.index:02d}_{outcome}.mp4"
-                        write_video(ep.frames, path, task.control_freq)
-                        ep.video = str(path)
-                    ep.obs = ep.frames = ep.generator = None
+                    _finish(ep, success, video_dir, task.control_freq)
                     done.append(ep)
                     finished.append(w)
                     bar.update(1)
