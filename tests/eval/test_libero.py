@@ -125,6 +125,42 @@ def test_a_missing_extra_is_named_in_one_line_with_the_install_command():
     assert "\n" not in reason and "pip install -e '.[libero]'" in reason
 
 
+def test_assets_link_is_made_kept_or_repaired(tmp_path):
+    from vla.eval.libero_env import link_assets
+
+    package, assets, elsewhere = tmp_path / "libero", tmp_path / "wheel_assets", tmp_path / "moved"
+    package.mkdir(), assets.mkdir()
+    link = link_assets(package, assets)
+    assert link == package / "assets" and link.is_symlink() and link.resolve() == assets
+    assert link_assets(package, tmp_path / "other") == link and link.resolve() == assets  # a working one is kept
+    link.unlink()
+    link.symlink_to(elsewhere)  # dangling: the assets moved
+    assert link_assets(package, assets).resolve() == assets
+    assert sorted(p.name for p in package.iterdir()) == ["assets"]  # no temp link left behind
+
+
+@needs_libero
+def test_prepare_writes_liberos_config_without_touching_a_users_own(tmp_path, monkeypatch):
+    import yaml
+
+    from vla.eval.libero_env import CONFIG_KEYS, installed_paths, prepare
+
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", "")  # unset for prepare(), and restored afterwards
+    monkeypatch.setenv("VLA_CACHE", str(tmp_path / "cache"))
+    config = prepare()
+    package, assets = installed_paths()
+    written = yaml.safe_load(config.read_text())
+    assert config == tmp_path / "cache" / "libero" / "config.yaml" and list(written) == sorted(CONFIG_KEYS)
+    assert Path(written["bddl_files"]) == package / "bddl_files" and Path(written["assets"]).resolve() == assets
+    assert (Path(written["init_states"]) / "libero_spatial").is_dir()
+    assert os.environ["LIBERO_CONFIG_PATH"] == str(config.parent) and os.environ["MUJOCO_GL"]
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "config.yaml").write_text("datasets: /my/datasets\n")
+    monkeypatch.setenv("LIBERO_CONFIG_PATH", str(users))
+    assert prepare() == users / "config.yaml" and (users / "config.yaml").read_text() == "datasets: /my/datasets\n"
+
+
 # ---------------------------------------------------------------------------- an openpi-layout pi05_libero checkpoint
 
 
