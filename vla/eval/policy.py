@@ -45,7 +45,8 @@ class Policy:
     ) -> Policy:
         """`checkpoint`: one of our checkpoint dirs (its config.yaml overrides `model_cfg`, its norm_stats.json and
         tokenizer.model are used), a run dir, or any weights `load_pretrained` reads; None: from-scratch init. An
-        openpi checkpoint's own norm stats (assets/<asset_id>/norm_stats.json) are used as stored."""
+        openpi checkpoint's own norm stats for dataset `asset_id` (assets/<asset_id>/norm_stats.json) are used as
+        stored."""
         tokenizer = None
         if checkpoint is not None:
             checkpoint = resolve_checkpoint(checkpoint)

@@ -367,22 +367,15 @@ def find_weights(path: str | Path) -> tuple[str, Path]:
     raise CheckpointError(f"{path}: no model.safetensors, params/ or Orbax checkpoint found")
 
 
-def openpi_norm_stats(checkpoint: str | Path, asset_id: str | None = None) -> Path | None:
-    """The norm stats an openpi checkpoint was trained with: openpi saves them with the checkpoint as
-    <checkpoint>/assets/<asset_id>/norm_stats.json (src/openpi/training/checkpoints.py; the asset id defaults to the
-    dataset's repo id, e.g. physical-intelligence/libero) and its policies load them from there. That of `asset_id`
-    when present, else the only one; None when the checkpoint has no assets/ or no norm stats in it."""
-    root = Path(checkpoint) / "assets"
-    if not root.is_dir():
+def openpi_norm_stats(checkpoint: str | Path, asset_id: str | None) -> Path | None:
+    """The norm stats an openpi checkpoint was trained with on dataset `asset_id`: openpi saves them with the
+    checkpoint as <checkpoint>/assets/<asset_id>/norm_stats.json (src/openpi/training/checkpoints.py; the asset id
+    defaults to the dataset's repo id, e.g. physical-intelligence/libero) and its policies load them from there. None
+    when the checkpoint holds none for that id (a base checkpoint's assets are other datasets')."""
+    if not asset_id:
         return None
-    if asset_id and (root / asset_id / "norm_stats.json").is_file():
-        return root / asset_id / "norm_stats.json"
-    found = sorted(root.rglob("norm_stats.json"))
-    if len(found) > 1:
-        ids = ", ".join(str(f.parent.relative_to(root)) for f in found)
-        raise CheckpointError(f"{root}: norm stats of several asset ids ({ids}), none of them {asset_id!r}: pass "
-                              "task.repo_id=<the asset id to use>")
-    return found[0] if found else None
+    path = Path(checkpoint) / "assets" / asset_id / "norm_stats.json"
+    return path if path.is_file() else None
 
 
 def read_pretrained(path: str | Path, cfg, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
