@@ -3,6 +3,8 @@
 #  * FFmpeg shared libraries: torchcodec (lerobot's video decoder) dlopens them; without them it fails to load.
 #  * Mesa 25 lavapipe (CPU Vulkan) from bookworm-backports: SAPIEN needs Vulkan even for state-only envs, and
 #    bookworm's own Mesa 22.3 lacks descriptorBindingPartiallyBound ("Failed to find a supported physical device").
+#  * Mesa's EGL (libegl1 + libegl-mesa0, the backports build beside that Mesa): MuJoCo renders LIBERO headless with
+#    MUJOCO_GL=egl, on the CPU.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -29,7 +31,7 @@ fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4
-apt-get install -y -q --no-install-recommends -t bookworm-backports mesa-vulkan-drivers libvulkan1
+apt-get install -y -q --no-install-recommends -t bookworm-backports mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0
 
 # Fail here, not later inside SAPIEN, if the backports driver did not land.
 mesa_version=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)

@@ -1,6 +1,6 @@
 """Typed schemas of the `task` config group (conf/task/*.yaml) and of the recipe's `data` part (registered with Hydra
 by vla.configs, so that a typo in an override fails at composition). The defaults here are the values every ManiSkill
-task shares, so a task file states only what differs."""
+task shares, so a task file states only what differs; LIBERO suites (`backend: libero`) add `task.libero`."""
 
 from __future__ import annotations
 
@@ -39,11 +39,40 @@ class DemoConfig:
                f"task.demos.max_attempts={self.max_attempts}: must be >= task.demos.num_demos={self.num_demos}")
 
 
+BACKENDS = ("maniskill", "libero")
+
+
+@dataclass
+class LiberoConfig:
+    """What a LIBERO suite's evaluation adds to a task (vla.eval.libero_env; openpi examples/libero/main.py's Args).
+    Episode j of a task starts from the task's fixed initial state j (LIBERO's init files); eval.num_episodes counts
+    episodes per task."""
+
+    task_ids: list[int] | None = None  # the suite's tasks to evaluate (LIBERO's task order 0); null: all of them
+    num_steps_wait: int = 10  # no-op steps ([0]*6 + [-1]) after each reset while objects settle; not counted
+    seed: int = 7  # env.seed(seed) when a task's env is built (LIBERO seeds numpy's global RNG: fixture placement)
+    replan_steps: int = 5  # actions executed per predicted chunk unless eval.replan_steps says otherwise
+    # robosuite camera -> observation-schema key (openpi's LiberoInputs: image -> base_0_rgb, wrist_image ->
+    # left_wrist_0_rgb); rendered at task.image_size and turned 180 degrees, as LIBERO's training data was stored
+    cameras: dict[str, str] = field(
+        default_factory=lambda: {"agentview": "base_0_rgb", "robot0_eye_in_hand": "left_wrist_0_rgb"})
+
+    def __post_init__(self) -> None:
+        _check(self.num_steps_wait >= 0, f"task.libero.num_steps_wait={self.num_steps_wait}: must be >= 0")
+        _check(self.replan_steps >= 1, f"task.libero.replan_steps={self.replan_steps}: must be at least 1")
+        _check(self.task_ids is None or (len(self.task_ids) > 0 and min(self.task_ids) >= 0),
+               f"task.libero.task_ids={self.task_ids}: expected task indices >= 0, or null for every task")
+
+
 @dataclass
 class TaskConfig:
     name: str = MISSING  # short name, also the conf file name (pickcube, ...)
-    env_id: str = MISSING  # ManiSkill env id (PickCube-v1, ...)
-    prompt: str = MISSING  # stored with every frame (the TASK_PROMPTS of EasonAI-5589/openpi's ManiSkill converter)
+    # which simulator runs the task: maniskill (ManiSkill3 env ids) | libero (LIBERO suites, the `libero` extra)
+    backend: str = "maniskill"
+    env_id: str = MISSING  # ManiSkill env id (PickCube-v1, ...), or the LIBERO suite (libero_spatial, ...)
+    # stored with every frame (the TASK_PROMPTS of EasonAI-5589/openpi's ManiSkill converter); null (LIBERO): each
+    # task's own language instruction
+    prompt: str | None = MISSING
     control_mode: str = "pd_ee_delta_pose"  # dataset actions and eval controller; the converter rejects other modes
     sim_backend: str = "physx_cpu"
     # ManiSkill robot_uids for demos and eval; None keeps the env's own default (panda for PickCube/PushCube/PullCube/
@@ -53,6 +82,7 @@ class TaskConfig:
     control_freq: int = 20  # Hz of env.step (ManiSkill default for these tasks); also the dataset fps
     max_episode_steps: int = MISSING  # eval horizon, ~2x the mean replayed demo length
     # ManiSkill sensor name -> observation-schema image key; a schema camera not listed here is zeros + mask False.
+    # (LIBERO tasks: task.libero.cameras)
     cameras: dict[str, str] = field(default_factory=lambda: {"base_camera": "base_0_rgb"})
     image_size: int = 256  # sensor width = height (sensor_configs), the stored image size
     shader: str = "default"  # sensor shader pack used for demos; eval must render with the same one
@@ -68,8 +98,12 @@ class TaskConfig:
     dataset_root: str = "data/maniskill_${.name}"  # LeRobot dataset directory
     norm_stats: str = "${.dataset_root}/norm_stats.json"  # next to the dataset
     demos: DemoConfig = field(default_factory=DemoConfig)
+    libero: LiberoConfig = field(default_factory=LiberoConfig)  # read only with backend: libero
 
     def __post_init__(self) -> None:
+        _check(self.backend in BACKENDS, f"task.backend={self.backend!r}: expected one of {', '.join(BACKENDS)}")
+        _check(self.prompt is not None or self.backend == "libero",
+               "task.prompt=null: only LIBERO tasks (backend: libero) take their prompts from the simulator")
         _check(self.image_size >= 1, f"task.image_size={self.image_size}: must be positive")
         _check(self.control_freq >= 1, f"task.control_freq={self.control_freq}: must be positive")
         _check(self.max_episode_steps >= 1, f"task.max_episode_steps={self.max_episode_steps}: must be positive")

@@ -111,10 +111,12 @@ def train_tiny_tokenizer(out_path: str | Path, prompts: list[str], vocab_size: i
 
 def task_prompts() -> list[str]:
     """The distinct prompts of the task configs (conf/task/*.yaml), in file-name order. A variant that takes its
-    prompt from the task it extends (pickcube_wristcam.yaml) adds nothing, so the tiny tokenizer stays the same."""
+    prompt from the task it extends (pickcube_wristcam.yaml) adds nothing, so the tiny tokenizer stays the same; nor
+    does a task whose prompts come from its simulator (LIBERO: prompt null)."""
     from vla.configs import group_options, load_group  # the config system sits above the data code
 
-    return list(dict.fromkeys(load_group("task", name).prompt for name in group_options("task")))
+    prompts = (load_group("task", name).prompt for name in group_options("task"))
+    return list(dict.fromkeys(p for p in prompts if p is not None))
 
 
 def resolve_tokenizer(path: str | Path | None, cache_dir: str | Path | None = None) -> Path:

@@ -119,7 +119,7 @@ def _worker(conn, task: TaskConfig) -> None:
 
 class EnvPool:
     """`n` env worker processes for one task. `worker(conn, task)` is the process's loop (a module-level function:
-    it is pickled for spawn); vla.rl records rollouts with rewards through a worker of its own."""
+    it is pickled for spawn): another simulator's (vla.eval.libero_env's), or vla.rl's, which records rewards."""
 
     def __init__(self, task: TaskConfig, n: int, worker=_worker):
         check_sim_backend(task)

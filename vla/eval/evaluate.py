@@ -22,12 +22,20 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, wrap_policy: Callable[[Policy
     out_dir = Path(out_dir)
     task = cfg.task
     protocol = cfg.eval
+    if task.backend == "libero":
+        from vla.eval.libero_env import prepare
+
+        prepare()  # a missing `libero` extra fails here in one line, before the policy is loaded
     policy = Policy.load(
         cfg.checkpoint, cfg.model, cfg.norm_stats or task.norm_stats, task.action_dim, cfg.device, cfg.precision,
-        protocol.num_denoise_steps, cfg.compile,
+        protocol.num_denoise_steps, cfg.compile, asset_id=task.repo_id,
     )
     if wrap_policy is not None:
         policy = wrap_policy(policy)
+    if task.backend == "libero":
+        from vla.eval.libero_rollout import evaluate_libero
+
+        return evaluate_libero(cfg, policy, out_dir)
     H = policy.cfg.action_horizon
     replan = protocol.replan_steps or max(1, H // 2)
     if replan > H:

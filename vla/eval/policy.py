@@ -16,7 +16,7 @@ from vla.data.transforms import ModelTransform, collate, move_to
 from vla.models import build_policy, load_policy_config
 from vla.models.config import DTYPES, PolicyConfig
 from vla.models.rtc import RTC_MAX_GUIDANCE_WEIGHT, RTC_SCHEDULE
-from vla.models.weights import find_weights, load_pretrained
+from vla.models.weights import find_weights, load_pretrained, openpi_norm_stats
 from vla.runs import resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,12 @@ class Policy:
         precision: str = "fp32",
         num_denoise_steps: int | None = None,
         compile: bool = False,
+        asset_id: str | None = None,
     ) -> Policy:
         """`checkpoint`: one of our checkpoint dirs (its config.yaml overrides `model_cfg`, its norm_stats.json and
-        tokenizer.model are used), a run dir, or any weights `load_pretrained` reads; None: from-scratch init."""
+        tokenizer.model are used), a run dir, or any weights `load_pretrained` reads; None: from-scratch init. An
+        openpi checkpoint's own norm stats for dataset `asset_id` (assets/<asset_id>/norm_stats.json) are used as
+        stored."""
         tokenizer = None
         if checkpoint is not None:
             checkpoint = resolve_checkpoint(checkpoint)
@@ -51,6 +54,8 @@ class Policy:
                 model_cfg = load_policy_config(OmegaConf.load(checkpoint / "config.yaml").model)
             if (checkpoint / "norm_stats.json").is_file():
                 norm_stats = checkpoint / "norm_stats.json"
+            elif (openpi_stats := openpi_norm_stats(checkpoint, asset_id)) is not None:
+                norm_stats = openpi_stats
             if (checkpoint / "tokenizer.model").is_file():
                 tokenizer = checkpoint / "tokenizer.model"
         dev = torch.device(device)

@@ -367,6 +367,17 @@ def find_weights(path: str | Path) -> tuple[str, Path]:
     raise CheckpointError(f"{path}: no model.safetensors, params/ or Orbax checkpoint found")
 
 
+def openpi_norm_stats(checkpoint: str | Path, asset_id: str | None) -> Path | None:
+    """The norm stats an openpi checkpoint was trained with on dataset `asset_id`: openpi saves them with the
+    checkpoint as <checkpoint>/assets/<asset_id>/norm_stats.json (src/openpi/training/checkpoints.py; the asset id
+    defaults to the dataset's repo id, e.g. physical-intelligence/libero) and its policies load them from there. None
+    when the checkpoint holds none for that id (a base checkpoint's assets are other datasets')."""
+    if not asset_id:
+        return None
+    path = Path(checkpoint) / "assets" / asset_id / "norm_stats.json"
+    return path if path.is_file() else None
+
+
 def read_pretrained(path: str | Path, cfg, reference: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Any supported checkpoint -> our-keyed state dict (CPU tensors as stored), validated against `reference` (the
     state dict of a model built from `cfg`; meta tensors will do)."""
