@@ -6,8 +6,10 @@
 # seeds (default: the recipe's), EPISODES=N and REPLAN=N change its episode count and eval.replan_steps. The policy
 # runs compiled and CUDA-graphed (eval.py compile=true: 89/100 PushCube as eager, docs/results.md); COMPILE=false
 # runs it eager; VIDEOS=N records the first N episodes of each evaluation (eval.py videos=N); TAG=x names the result
-# dirs runs/eval/<run>_<seed>_x, so that two settings of one run and seed set can run side by side.
-# Each spec is run:gpu (the run's newest checkpoint in runs/<run>). Each evaluation writes runs/eval/<run>_<seed>/
+# dirs runs/eval/<run>_<seed>_x, so that two settings of one run and seed set can run side by side; ARGS="k=v ..." adds
+# eval.py overrides (e.g. ARGS="latency.delay_steps=4 latency.rtc=true" TAG=d4_rtc).
+# Each spec is run:gpu: the run's newest checkpoint in runs/<run>, or a checkpoint directory given by its path (a
+# shipped policy: policies/pushcube_pi05:0), named by its last component. Each evaluation writes runs/eval/<run>_<seed>/
 # (summary.json, episodes.json, ...), its log next to it and a .done or .failed marker. DETACH=1 starts them in their
 # own process session, which outlives the calling shell; WAIT=N (with no specs) then waits up to N seconds for every
 # eval.py to end, prints each summary, and with STOP=1 ends those still running ("[p]" in the patterns keeps them from
@@ -36,12 +38,13 @@ fi
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1  # one thread per env worker: 50+ workers share the cores
 for spec in "$@"; do
   IFS=: read -r run gpu <<< "$spec"
+  ckpt=runs/$run; case $run in */*) ckpt=$run; run=$(basename "$run");; esac
   ( for seed in ${SEEDS:-recipe}; do
       dir=runs/eval/${run}_$seed${TAG:+_$TAG}
-      CUDA_VISIBLE_DEVICES=$gpu python3 eval.py checkpoint="runs/$run" num_envs="${ENVS:-14}" device=cuda \
+      CUDA_VISIBLE_DEVICES=$gpu python3 eval.py checkpoint="$ckpt" num_envs="${ENVS:-14}" device=cuda \
         compile="${COMPILE:-true}" videos="${VIDEOS:-0}" progress=false hydra.run.dir="$dir" \
         $([ "$seed" != recipe ] && echo "eval.seed=$seed") ${EPISODES:+eval.num_episodes=$EPISODES} \
-        ${REPLAN:+eval.replan_steps=$REPLAN} > "$dir.log" 2>&1 && touch "$dir.done" || { touch "$dir.failed"; tail -3 "$dir.log"; }
+        ${REPLAN:+eval.replan_steps=$REPLAN} ${ARGS:-} > "$dir.log" 2>&1 && touch "$dir.done" || { touch "$dir.failed"; tail -3 "$dir.log"; }
     done ) &
 done
 wait
