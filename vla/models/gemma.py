@@ -131,8 +131,8 @@ def attention_few_queries(q_BTNH: torch.Tensor, k_BSKH: torch.Tensor, v_BSKH: to
     G = N // K  # query head n reads KV head n // G, as SDPA's enable_gqa
     q = q_BTNH.view(B, T, K, G, H).permute(0, 2, 1, 3, 4).reshape(B * K, T * G, H)
     k = k_BSKH.permute(0, 2, 3, 1).reshape(B * K, H, S)
-    if q.is_cuda:
-        logits = torch.bmm(q, k, out_dtype=torch.float32)
+    if q.is_cuda and not (q.requires_grad or k.requires_grad):  # bmm with out_dtype has no derivative (RTC's guidance
+        logits = torch.bmm(q, k, out_dtype=torch.float32)           # differentiates through sampling)
     else:
         logits = torch.bmm(q.float(), k.float())
     logits = logits.view(B, K, T, G, S) * H**-0.5
