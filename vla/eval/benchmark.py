@@ -43,7 +43,7 @@ from statistics import NormalDist
 from omegaconf import OmegaConf
 
 from vla.configs import CONFIG_MODULE
-from vla.eval.report import summary_files
+from vla.eval.report import read_summaries
 from vla.runs import read_metrics
 
 DEFAULT_SPEC = Path(str(files(CONFIG_MODULE) / "benchmark" / "maniskill3.yaml"))  # conf/benchmark, installed too
@@ -152,24 +152,15 @@ def model_family(model: str, where: Path) -> str:
 def find_evaluations(dirs: list[Path], env_ids: list[str], seed: int | None = None) -> dict[tuple[str, str], dict]:
     """(env_id, family) -> {"path": summary.json, "summary": ...}: exactly one evaluation each, or an error."""
     found: dict[tuple[str, str], list[tuple[Path, dict]]] = {}
-    for d in dirs:
-        files = summary_files(d) if Path(d).exists() else []
-        if not files:
-            raise BenchmarkError(f"{d}: no summary.json in it or below it; expected an evaluation directory "
-                                 f"written by eval.py (or a sweep directory above several)")
-        for f in files:
-            summary = json.loads(f.read_text())
-            missing = [k for k in ("env_id", "model", "episodes", "successes_once", "successes_at_end", "seeds")
-                       if k not in summary]
-            if missing:
-                raise BenchmarkError(f"{f}: missing keys {missing}; expected a summary.json written by eval.py")
-            if summary["env_id"] not in env_ids:
-                raise BenchmarkError(f"{f}: env_id {summary['env_id']!r} is not a task of the benchmark "
-                                     f"{env_ids}; leave this directory out or add the task to the spec")
-            if seed is not None and summary.get("seed") != seed:
-                continue
-            key = (summary["env_id"], model_family(summary["model"], f))
-            found.setdefault(key, []).append((f, summary))
+    required = ("env_id", "model", "episodes", "successes_once", "successes_at_end", "seeds")
+    for f, summary in read_summaries(dirs, required, BenchmarkError):
+        if summary["env_id"] not in env_ids:
+            raise BenchmarkError(f"{f}: env_id {summary['env_id']!r} is not a task of the benchmark "
+                                 f"{env_ids}; leave this directory out or add the task to the spec")
+        if seed is not None and summary.get("seed") != seed:
+            continue
+        key = (summary["env_id"], model_family(summary["model"], f))
+        found.setdefault(key, []).append((f, summary))
     for (env_id, family), evals in found.items():
         paths = sorted({str(p.resolve()) for p, _ in evals})
         if len(paths) > 1:

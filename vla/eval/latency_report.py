@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from vla.eval.benchmark import seed_range, wilson_interval
-from vla.eval.report import summary_files
+from vla.eval.report import read_summaries
 
 CONFIDENCE = 0.95  # level of the Wilson intervals, as the benchmark spec's
 REQUIRED_KEYS = ("env_id", "episodes", "successes_once", "seeds")
@@ -43,22 +43,9 @@ class LatencyReportError(ValueError):
 
 def read_evaluations(dirs: list[Path], seed: int | None = None) -> list[dict]:
     """Every summary.json under `dirs` (those with episode seeds starting at `seed` if given), with its directory."""
-    found, seen = [], set()
-    for d in dirs:
-        files = summary_files(d) if Path(d).exists() else []
-        if not files:
-            raise LatencyReportError(f"{d}: no summary.json in it or below it; expected an evaluation directory "
-                                     f"written by eval.py (or a sweep directory above several)")
-        for f in files:
-            if f.resolve() in seen:  # a directory passed twice, or a sweep and one of its evaluations
-                continue
-            seen.add(f.resolve())
-            summary = json.loads(f.read_text())
-            missing = [k for k in REQUIRED_KEYS if k not in summary]
-            if missing:
-                raise LatencyReportError(f"{f}: missing keys {missing}; expected a summary.json written by eval.py")
-            if seed is None or summary.get("seed") == seed:
-                found.append({**summary, "dir": str(f.parent)})
+    found = [{**summary, "dir": str(f.parent)}
+             for f, summary in read_summaries(dirs, REQUIRED_KEYS, LatencyReportError)
+             if seed is None or summary.get("seed") == seed]
     if not found:
         raise LatencyReportError(f"no evaluation with episode seeds starting at {seed} under "
                                  f"{', '.join(map(str, dirs))}; drop --seed or pass other directories")

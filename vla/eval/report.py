@@ -110,6 +110,27 @@ def summary_files(path: Path) -> list[Path]:
     return [path] if path.is_file() else sorted(path.rglob("summary.json"))
 
 
+def read_summaries(dirs: list[Path], required: tuple[str, ...], error: type[Exception]) -> list[tuple[Path, dict]]:
+    """(path, summary) of every summary.json under `dirs`, each file once (a directory passed twice, or a sweep and one
+    of its evaluations); a directory without one, or a summary missing a `required` key, raises `error` in one line."""
+    found, seen = [], set()
+    for d in dirs:
+        files = summary_files(d) if Path(d).exists() else []
+        if not files:
+            raise error(f"{d}: no summary.json in it or below it; expected an evaluation directory written by eval.py "
+                        f"(or a sweep directory above several)")
+        for f in files:
+            if f.resolve() in seen:
+                continue
+            seen.add(f.resolve())
+            summary = json.loads(f.read_text())
+            missing = [k for k in required if k not in summary]
+            if missing:
+                raise error(f"{f}: missing keys {missing}; expected a summary.json written by eval.py")
+            found.append((f, summary))
+    return found
+
+
 def collect(dirs: list[Path]) -> list[dict]:
     summaries = []
     for d in dirs:
