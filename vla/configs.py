@@ -242,6 +242,8 @@ class AlgoConfig:
     target_best_of_n: int = 4  # the backup's next chunk: the best of this many policy samples under the target Q
     target_agg: str = "min"  # min | mean over the ensemble, for the backup
     num_denoise_steps: int | None = None  # Euler steps of every policy sample; null: eval.num_denoise_steps / model's
+    cache_samples: int = 16  # actor disabled: policy chunks cached per replay frame (vla/rl/policy_cache.py)
+    cache_batch_size: int = 64  # frames per policy pass while the cache is built
     critic: CriticConfig = field(default_factory=CriticConfig)
     calql: CalQLConfig = field(default_factory=CalQLConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
@@ -260,6 +262,11 @@ class AlgoConfig:
         check(self.target_agg in ("min", "mean"), f"algo.target_agg={self.target_agg!r}: expected min or mean")
         check(self.num_denoise_steps is None or self.num_denoise_steps >= 1,
               f"algo.num_denoise_steps={self.num_denoise_steps}: must be at least 1, or null")
+        check(self.cache_batch_size >= 1, f"algo.cache_batch_size={self.cache_batch_size}: must be positive")
+        drawn = max(self.target_best_of_n, self.calql.policy_samples)
+        check(self.actor.enabled or self.cache_samples >= drawn,
+              f"algo.cache_samples={self.cache_samples}: an update draws {drawn} distinct cached chunks per state "
+              f"(max of target_best_of_n, calql.policy_samples); set algo.cache_samples>={drawn}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

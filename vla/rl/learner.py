@@ -10,6 +10,11 @@ gives the key/value cache every chunk sample reads and (features=policy) the cri
           chunk sampled with gradients through k Euler steps; the gradient is taken with respect to the action
           expert's parameters only (the prefix is a constant)
 
+With the actor disabled the policy is a constant and `learner.cache` (vla.rl.policy_cache) holds every replay frame's
+prefix features and a bank of policy chunks: an update then reads them and draws chunks from the bank, and runs no
+policy pass at all. With the actor enabled the expert changes every update, so the prefix pass and the samples are
+computed fresh, as above.
+
 Every random number comes from the learner's generator (on the host), so a resumed run draws what it would have.
 """
 
@@ -27,6 +32,7 @@ from vla.models.pi0 import sample_flow_time
 from vla.rl.critic import ChunkCritic, aggregate, critic_inputs, polyak_update
 from vla.rl.data import ReplayBuffer
 from vla.rl.losses import calql_regularizer, chunk_backup, td_loss
+from vla.rl.policy_cache import PolicyCache
 from vla.rl.sampling import (PrefixContext, encode_prefix, flow_matching_loss, pathwise_chunks,
                              pooled_prefix_features, sample_chunks)
 
@@ -47,6 +53,7 @@ class Learner:
     num_denoise_steps: int
     step: int = 0  # updates done
     round: int = 0  # online rounds done
+    cache: PolicyCache | None = None  # the frozen policy's per-frame outputs (actor disabled only)
 
     @property
     def device(self) -> torch.device:
@@ -55,14 +62,21 @@ class Learner:
 
 @dataclass
 class Batch:
-    """A sampled batch: replay arrays on the device, the prefix pass of s and s_{t+h}, the critic's inputs."""
+    """A sampled batch: replay arrays on the device, the frames of s and s_{t+h}, the critic's inputs, and (without a
+    cache) the model batch and prefix pass of s and s_{t+h}."""
 
     data: dict[str, torch.Tensor]
-    model_batch: dict
-    ctx: PrefixContext
-    ctx_next: PrefixContext
+    frames: np.ndarray
+    next_frames: np.ndarray
     obs: dict[str, torch.Tensor]
     obs_next: dict[str, torch.Tensor]
+    model_batch: dict | None = None
+    ctx: PrefixContext | None = None
+    ctx_next: PrefixContext | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.frames)
 
 
 def _randn(learner: Learner, *shape: int) -> torch.Tensor:
@@ -70,9 +84,13 @@ def _randn(learner: Learner, *shape: int) -> torch.Tensor:
 
 
 def sample_batch(learner: Learner, batch_size: int) -> Batch:
-    replay, policy = learner.replay, learner.policy
+    replay, policy, cache = learner.replay, learner.policy, learner.cache
     indices = replay.sample(batch_size, learner.gen)
     next_indices = replay.targets["next_index"][indices]
+    data = {k: v.to(learner.device) for k, v in replay.batch(indices).items()}
+    if cache is not None:
+        return Batch(data, indices, next_indices, cache.critic_inputs(policy, replay, indices),
+                     cache.critic_inputs(policy, replay, next_indices))
     observations = replay.observations(np.concatenate([indices, next_indices]))
     both = move_to(collate([policy.transform(o) for o in observations]), learner.device)
     ctx = encode_prefix(policy.model, both)
@@ -81,25 +99,31 @@ def sample_batch(learner: Learner, batch_size: int) -> Batch:
     now, later = slice(0, batch_size), slice(batch_size, 2 * batch_size)
     current = {k: v[now] if isinstance(v, torch.Tensor) else {kk: vv[now] for kk, vv in v.items()}
                for k, v in both.items()}
-    return Batch({k: v.to(learner.device) for k, v in replay.batch(indices).items()}, current, ctx.rows(now),
-                 ctx.rows(later), {k: v[now] for k, v in inputs.items()}, {k: v[later] for k, v in inputs.items()})
+    return Batch(data, indices, next_indices, {k: v[now] for k, v in inputs.items()},
+                 {k: v[later] for k, v in inputs.items()}, current, ctx.rows(now), ctx.rows(later))
+
+
+def policy_chunks(learner: Learner, batch: Batch, n: int, at_next: bool) -> torch.Tensor:
+    """(B, n, ., .) policy chunks at s (or s_{t+h}): n rows of the cached bank, or n fresh denoisings."""
+    frames = batch.next_frames if at_next else batch.frames
+    if learner.cache is not None:
+        return learner.cache.draw(frames, n, learner.gen, learner.device)
+    model = learner.policy.model
+    noise = _randn(learner, batch.size, n, model.cfg.action_horizon, model.cfg.action_dim)
+    return sample_chunks(model, batch.ctx_next if at_next else batch.ctx, noise, learner.num_denoise_steps)
 
 
 @torch.no_grad()
 def backup_target(learner: Learner, batch: Batch, algo: AlgoConfig) -> torch.Tensor:
     """(B,) chunked n-step targets from the target critic and the best of `target_best_of_n` policy samples."""
-    model = learner.policy.model
-    B, H, A = batch.ctx.batch_size, model.cfg.action_horizon, model.cfg.action_dim
-    noise = _randn(learner, B, algo.target_best_of_n, H, A)
-    next_chunks = sample_chunks(model, batch.ctx_next, noise, learner.num_denoise_steps)
+    next_chunks = policy_chunks(learner, batch, algo.target_best_of_n, at_next=True)
     next_q = aggregate(learner.target(batch.obs_next, next_chunks), algo.target_agg).max(dim=1).values
     d = batch.data
     return chunk_backup(d["chunk_return"], d["bootstrap"], next_q, algo.gamma, learner.critic.spec.chunk_len)
 
 
 def critic_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, torch.Tensor]:
-    critic, spec, model = learner.critic, learner.critic.spec, learner.policy.model
-    B, H, A = batch.ctx.batch_size, model.cfg.action_horizon, model.cfg.action_dim
+    critic, spec, B = learner.critic, learner.critic.spec, batch.size
     target = backup_target(learner, batch, algo)
     obs = critic.observation(batch.obs)
     q_data = critic(obs, batch.data["chunk"])
@@ -113,8 +137,7 @@ def critic_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str,
         with torch.no_grad():
             uniform = torch.rand(B, cq.uniform_samples, spec.chunk_len, spec.action_dim, generator=learner.gen)
             uniform = (uniform * 2.0 - 1.0).to(learner.device)  # the normalized action box
-            own = sample_chunks(model, batch.ctx, _randn(learner, B, cq.policy_samples, H, A),
-                                learner.num_denoise_steps)
+            own = policy_chunks(learner, batch, cq.policy_samples, at_next=False)
         reg, lifted = calql_regularizer(q_data, critic(obs, uniform), critic(obs, own), batch.data["mc_return"],
                                         cq.temperature, cq.bound_uniform)
         loss_reg = reg.mean(dim=1).sum()

@@ -75,15 +75,27 @@ class QChunkRun:
                             cfg.keep_period)
         log.info("step %d (round %d): saved %s", self.learner.step, self.learner.round, path)
 
+    def extend_cache(self) -> dict[str, float]:
+        """Cache the policy's outputs for the replay frames not cached yet (actor disabled); its perf/ metrics."""
+        learner = self.learner
+        if learner.cache is None:
+            return {}
+        frames, seconds = learner.cache.extend(learner.policy, learner.replay, self.cfg.algo.cache_batch_size)
+        log.info("policy cache: %d new frame(s) (%d chunk samples each) in %.1f s", frames,
+                 learner.cache.num_samples, seconds)
+        return {"perf/cache_build_s": seconds, "perf/cache_frames": float(frames)}
+
     def train(self, until: int, periodic_saves: bool) -> bool:
         """Updates until step `until`; False when a stop request (SIGTERM) ended them early."""
         cfg, learner = self.cfg, self.learner
+        cache = self.extend_cache()  # logged with the first record
         window = MetricWindow()
         replay = {f"replay/{k}": float(v) for k, v in learner.replay.summary().items()}
         while learner.step < until:
             window.add(update(learner, cfg.algo))
             if learner.step % cfg.log_interval == 0 or learner.step == until:
-                self.log(window.record(learner.step, self.run_dir) | replay)
+                self.log(window.record(learner.step, self.run_dir) | replay | cache)
+                cache = {}
             if periodic_saves and cfg.save_interval and learner.step % cfg.save_interval == 0:
                 self.save()
             if self.stop.requested:

@@ -24,6 +24,7 @@ from vla.rl.critic import ChunkCritic, CriticSpec
 from vla.rl.data import ReplayBuffer, RolloutData
 from vla.rl.learner import Learner
 from vla.rl.online import run_rounds
+from vla.rl.policy_cache import PolicyCache
 from vla.rl.run import QChunkRun, policy_norm_stats
 from vla.rl.sampling import expert_parameter_names
 from vla.train.checkpoint import checkpoint_steps
@@ -90,7 +91,10 @@ def build_learner(cfg: TrainConfig) -> Learner:
         replay.add(RolloutData(root))
     gen = torch.Generator().manual_seed(cfg.seed)
     steps = algo.num_denoise_steps or cfg.eval.num_denoise_steps or mc.num_denoise_steps
-    return Learner(policy, critic, target, critic_optim, actor_params, actor_optim, replay, gen, steps)
+    # the policy is a constant unless the actor trains: its outputs per frame are then computed once (filled by
+    # QChunkRun.train, from noise seeded by the run seed, so a resumed run rebuilds the same cache)
+    cache = None if algo.actor.enabled else PolicyCache(spec, cfg.seed, algo.cache_samples, steps)
+    return Learner(policy, critic, target, critic_optim, actor_params, actor_optim, replay, gen, steps, cache=cache)
 
 
 def train_qchunk(cfg: TrainConfig, run_dir: str | Path) -> dict[str, float]:
