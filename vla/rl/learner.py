@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vla.configs import AlgoConfig
+from vla.algo_config import AlgoConfig
 from vla.data.transforms import collate, move_to
 from vla.eval.policy import Policy
 from vla.models.pi0 import sample_flow_time
