@@ -16,9 +16,14 @@
 # matching a calling shell whose command line holds them). Env construction, control mode and sim backend are those of
 # the CPU evaluation (physx_cpu); only rendering moves to the GPU (mean pixel difference 0.32/255 against lavapipe,
 # docs/results.md) and the policy runs on it.
+# LIBERO=1 evaluates on LIBERO instead (libero_env.sh: the copied .libsite parts, MuJoCo on the NVIDIA EGL driver); the
+# suite and model come in ARGS, e.g. ARGS="task=libero_spatial model=pi05_tiny model.discrete_state_input=false"
+# for the checkpoint of synthetic_libero_checkpoint.py (README.md, LIBERO).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-device_out}; source tools/remote_gpu/gpu_env.sh; source tools/remote_gpu/maniskill_env.sh || exit 1
+OUT=${OUT:-device_out}; source tools/remote_gpu/gpu_env.sh
+if [ -n "${LIBERO:-}" ]; then source tools/remote_gpu/libero_env.sh || exit 1
+else source tools/remote_gpu/maniskill_env.sh || exit 1; fi
 mkdir -p runs/eval
 if [ $# -eq 0 ]; then  # wait for the detached evaluations
   end=$(( $(date +%s) + ${WAIT:-300} ))
