@@ -13,6 +13,11 @@ if [ ! -d "$LIBERO_SITE/libero" ]; then
     && mv "$LIBERO_SITE.tmp" "$LIBERO_SITE" \
     || { echo "libero_env.sh: cannot unpack .libsite into $LIBERO_SITE" >&2; return 1; }
 fi
+# the host has NVIDIA's EGL driver but not the GLVND loader (libEGL.so.1) PyOpenGL opens: the copied .gl debs
+if ! ldconfig -p | grep -q libEGL.so.1; then
+  [ -d .gl ] || { echo "libero_env.sh: no libEGL.so.1 and no .gl debs (copy .gl, README.md)" >&2; return 1; }
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+fi
 if [ -f /usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json ]; then
   export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 fi
