@@ -81,40 +81,64 @@ def _frame(obs_schema: dict) -> np.ndarray:
     return np.concatenate(imgs, axis=1)
 
 
+def serve_commands(conn, open_worker) -> None:
+    """The worker side of EnvPool's pipe, shared by every simulator's worker: `open_worker()` builds the worker (an
+    object with `handle(cmd, arg) -> reply` and `close()`), then each (cmd, arg) is answered with ("ok", reply) until
+    ("close", _). An exception, the worker's construction included, goes back as ("error", traceback), which the
+    parent raises with the worker's traceback."""
+    worker = None
+    try:
+        worker = open_worker()
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "close":
+                break
+            conn.send(("ok", worker.handle(cmd, arg)))
+    except Exception:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        if worker is not None:
+            worker.close()
+        conn.close()
+
+
+class _ManiSkillWorker:
+    """("reset", (seed, record_video)) -> (observation, frames, goal distance); ("run", actions) -> (observation,
+    successes, frames, env flags reached, goal distances)."""
+
+    def __init__(self, task: TaskConfig):
+        self.task, self.env, self.record_video = task, make_env(task), False
+
+    def handle(self, cmd: str, arg):
+        env, task = self.env, self.task
+        if cmd == "reset":
+            seed, self.record_video = arg
+            obs, _ = env.reset(seed=int(seed), options=dict(reconfigure=True))
+            schema = observation_from_env(obs, task)
+            return schema, [_frame(schema)] if self.record_video else None, goal_distance(env, task)
+        if cmd == "run":
+            successes, frames, reached, distances = [], [] if self.record_video else None, {}, []
+            for action in arg:
+                obs, _, _, _, info = env.step(action)
+                successes.append(bool(np.asarray(info["success"]).reshape(-1)[0]))
+                merge_reached(reached, boolean_flags(info))
+                distances.append(goal_distance(env, task))
+                if self.record_video:
+                    frames.append(_frame(observation_from_env(obs, task)))
+            distances = np.array(distances, np.float64) if task.goal_distance else None
+            return observation_from_env(obs, task), np.array(successes), frames, reached, distances
+        raise ValueError(f"env worker: unknown command {cmd!r}")
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def _worker(conn, task: TaskConfig) -> None:
     import torch
 
     quiet_worker()  # errors travel back through the pipe
     torch.set_num_threads(1)  # physics + CPU rendering; the policy process owns the other cores
-    env, record_video = None, False
-    try:
-        env = make_env(task)
-        while True:
-            cmd, arg = conn.recv()
-            if cmd == "close":
-                break
-            if cmd == "reset":
-                seed, record_video = arg
-                obs, _ = env.reset(seed=int(seed), options=dict(reconfigure=True))
-                schema = observation_from_env(obs, task)
-                conn.send(("ok", (schema, [_frame(schema)] if record_video else None, goal_distance(env, task))))
-            elif cmd == "run":
-                successes, frames, reached, distances = [], [] if record_video else None, {}, []
-                for action in arg:
-                    obs, _, _, _, info = env.step(action)
-                    successes.append(bool(np.asarray(info["success"]).reshape(-1)[0]))
-                    merge_reached(reached, boolean_flags(info))
-                    distances.append(goal_distance(env, task))
-                    if record_video:
-                        frames.append(_frame(observation_from_env(obs, task)))
-                distances = np.array(distances, np.float64) if task.goal_distance else None
-                conn.send(("ok", (observation_from_env(obs, task), np.array(successes), frames, reached, distances)))
-    except Exception:  # noqa: BLE001 - reported to the parent, which raises it with the worker's traceback
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        if env is not None:
-            env.close()
-        conn.close()
+    serve_commands(conn, lambda: _ManiSkillWorker(task))
 
 
 class EnvPool:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -228,35 +227,41 @@ class _TaskEnv:
         self.env.close()
 
 
+class _LiberoWorker:
+    """("reset", (task_id, episode, video)) -> (observation, frames), building the task's env when the task changes;
+    ("run", actions) -> (observation, done, steps, frames)."""
+
+    def __init__(self, task: TaskConfig):
+        self.task, self.current, self.video = task, None, False
+
+    def handle(self, cmd: str, arg):
+        if cmd == "reset":
+            task_id, episode, self.video = arg
+            if self.current is None or self.current.task_id != task_id:
+                if self.current is not None:
+                    self.current.close()
+                    self.current = None  # closed: not closed again if the next task's env fails to build
+                self.current = _TaskEnv(self.task, task_id)
+            return self.current.reset(episode, self.video)
+        if cmd == "run":
+            return self.current.run(arg, self.video)
+        raise ValueError(f"LIBERO env worker: unknown command {cmd!r}")
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+
+
 def _worker(conn, task: TaskConfig) -> None:
     import logging
 
     import torch
 
+    from vla.eval.envs import serve_commands
+
     torch.set_num_threads(1)  # physics + CPU rendering; the policy process owns the other cores
     logging.getLogger("robosuite_logs").setLevel(logging.ERROR)  # robosuite's per-process macros-file warning
-    current, video = None, False
-    try:
-        while True:
-            cmd, arg = conn.recv()
-            if cmd == "close":
-                break
-            if cmd == "reset":
-                task_id, episode, video = arg
-                if current is None or current.task_id != task_id:
-                    if current is not None:
-                        current.close()
-                        current = None  # closed: not closed again if the next task's env fails to build
-                    current = _TaskEnv(task, task_id)
-                conn.send(("ok", current.reset(episode, video)))
-            elif cmd == "run":
-                conn.send(("ok", current.run(arg, video)))
-    except Exception:  # noqa: BLE001 - reported to the parent, which raises it with the worker's traceback
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        if current is not None:
-            current.close()
-        conn.close()
+    serve_commands(conn, lambda: _LiberoWorker(task))
 
 
 def env_pool(task: TaskConfig, n: int):

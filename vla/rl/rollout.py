@@ -11,7 +11,6 @@ Finished episodes are handed to `on_episode` in seed order, whatever order the w
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +19,7 @@ import torch
 
 from vla.data.config import TaskConfig
 from vla.data.maniskill import make_env, observation_from_env, quiet_worker
-from vla.eval.envs import EnvPool
+from vla.eval.envs import EnvPool, serve_commands
 from vla.eval.policy import Policy
 from vla.rl.data import RolloutEpisode
 
@@ -31,42 +30,44 @@ def _first(x) -> float:
     return np.asarray(x.cpu() if hasattr(x, "cpu") else x).reshape(-1)[0].item()
 
 
-def _recording_worker(conn, task: TaskConfig) -> None:
+class _RecordingWorker:
     """("reset", seed) -> observation; ("run", (actions (k, A), stop_on_done)) -> (observations after each executed
-    step, rewards, successes, dones), stopping after a termination when stop_on_done; ("close", None)."""
+    step, rewards, successes, dones), stopping after a termination when stop_on_done."""
+
+    def __init__(self, task: TaskConfig):
+        self.task, self.env = task, make_env(task)
+        if self.env.unwrapped.reward_mode != REWARD_MODE:
+            mode = self.env.unwrapped.reward_mode
+            self.env.close()
+            raise ValueError(f"{task.env_id}: reward mode {mode!r}, expected {REWARD_MODE!r}")
+
+    def handle(self, cmd: str, arg):
+        env, task = self.env, self.task
+        if cmd == "reset":
+            obs, _ = env.reset(seed=int(arg), options=dict(reconfigure=True))
+            return observation_from_env(obs, task)
+        if cmd == "run":
+            actions, stop_on_done = arg
+            observations, rewards, successes, dones = [], [], [], []
+            for action in actions:
+                obs, reward, terminated, _, info = env.step(action)
+                observations.append(observation_from_env(obs, task))
+                rewards.append(_first(reward))
+                successes.append(bool(_first(info["success"])))
+                dones.append(bool(_first(terminated)))
+                if stop_on_done and dones[-1]:
+                    break
+            return observations, np.array(rewards, np.float32), np.array(successes, bool), np.array(dones, bool)
+        raise ValueError(f"recording env worker: unknown command {cmd!r}")
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _recording_worker(conn, task: TaskConfig) -> None:
     quiet_worker()
     torch.set_num_threads(1)
-    env = None
-    try:
-        env = make_env(task)
-        if env.unwrapped.reward_mode != REWARD_MODE:
-            raise ValueError(f"{task.env_id}: reward mode {env.unwrapped.reward_mode!r}, expected {REWARD_MODE!r}")
-        while True:
-            cmd, arg = conn.recv()
-            if cmd == "close":
-                break
-            if cmd == "reset":
-                obs, _ = env.reset(seed=int(arg), options=dict(reconfigure=True))
-                conn.send(("ok", observation_from_env(obs, task)))
-            elif cmd == "run":
-                actions, stop_on_done = arg
-                observations, rewards, successes, dones = [], [], [], []
-                for action in actions:
-                    obs, reward, terminated, _, info = env.step(action)
-                    observations.append(observation_from_env(obs, task))
-                    rewards.append(_first(reward))
-                    successes.append(bool(_first(info["success"])))
-                    dones.append(bool(_first(terminated)))
-                    if stop_on_done and dones[-1]:
-                        break
-                conn.send(("ok", (observations, np.array(rewards, np.float32), np.array(successes, bool),
-                                  np.array(dones, bool))))
-    except Exception:  # noqa: BLE001 - reported to the parent, which raises it with the worker's traceback
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        if env is not None:
-            env.close()
-        conn.close()
+    serve_commands(conn, lambda: _RecordingWorker(task))
 
 
 @dataclass
