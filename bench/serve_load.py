@@ -8,8 +8,9 @@ times, and the requests answered per second.
 
 --serve / --tiny start `serve.py` in a subprocess (its own interpreter: the clients' threads do not share its GIL) on
 a free port and stop it at the end. Requests are random images and states of the shapes the server's metadata
-announces. Each client sends `--warmup` requests first (not counted; on the GPU each new batch size builds its graphs
-then), then `--requests` timed ones. --out writes the rows as JSON.
+announces. Each client sends `--warmup` requests first (not counted), then `--requests` timed ones. A compiled
+server (`device=cuda compile=true`) has built the graphs of every batch size it runs at before it listens. --out
+writes the rows as JSON.
 """
 
 from __future__ import annotations

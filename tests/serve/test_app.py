@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
@@ -59,3 +60,35 @@ def test_serve_cli_refuses_bad_settings_in_one_line(tiny_policy_dir, tmp_path, o
     proc = subprocess.run(serve_cmd(f"checkpoint={tiny_policy_dir}", override), cwd=tmp_path, env=ENV,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_compiled_policy_pads_each_batch_to_a_power_of_two(served):
+    """Compiled, every batch size captures its own graphs: a call of 3 observations runs at batch 4 (the last one
+    repeated) and returns 3 chunks, those of the unpadded call. The rule is checked without compiling (CPU); the
+    compiled graphs themselves are tested in tests/models."""
+    policy = served.policy
+    rng = np.random.default_rng(0)
+    observations = [served.parse({"observation/image": rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8),
+                                  "observation/state": rng.normal(size=8).astype(np.float32)}) for _ in range(3)]
+    noise = torch.randn(3, policy.cfg.action_horizon, policy.cfg.action_dim, generator=torch.Generator().manual_seed(0))
+    unpadded = policy.act(observations, noise)
+    seen = []
+    sample = policy.model.sample_actions
+
+    def counting_sample(batch, **kwargs):
+        seen.append(len(batch["state"]))
+        return sample(batch, **kwargs)
+
+    policy.model.sample_actions = counting_sample
+    policy.compiled = True
+    try:
+        padded = policy.act(observations, noise)
+        assert [policy.batch_size_for(n) for n in (1, 2, 3, 5, 8, 9, 16, 17)] == [1, 2, 4, 8, 8, 16, 16, 32]
+        assert policy.batch_sizes_up_to(16) == [1, 2, 4, 8, 16]
+        assert [len(b) for b in served.warm_up_batches(16)] == [1, 2, 4, 8, 16]
+    finally:
+        policy.compiled = False
+        del policy.model.sample_actions
+    assert seen == [4] and padded.shape == unpadded.shape == (3, policy.cfg.action_horizon, 7)
+    np.testing.assert_allclose(padded, unpadded, rtol=0, atol=1e-5)
+    assert [len(b) for b in served.warm_up_batches(16)] == [1]  # eager: any size runs as it is

@@ -24,11 +24,23 @@ log = logging.getLogger(__name__)
 
 class Policy:
     def __init__(self, model: torch.nn.Module, transform: ModelTransform, action_dim: int, device: torch.device,
-                 num_denoise_steps: int | None = None, checkpoint: Path | None = None):
+                 num_denoise_steps: int | None = None, checkpoint: Path | None = None, compiled: bool = False):
         self.model, self.transform, self.action_dim, self.device = model, transform, action_dim, device
         self.num_denoise_steps = num_denoise_steps
         self.checkpoint = checkpoint  # the directory the weights came from (a run dir resolved to its checkpoint)
         self.cfg: PolicyConfig = model.cfg
+        self.compiled = compiled  # compile_for_inference ran: batches are padded to batch_size_for(n)
+
+    def batch_size_for(self, n: int) -> int:
+        """The batch size a call with `n` observations runs at. Compiled, each batch size compiles and captures its
+        own graphs (and torch.compile stops recompiling after a few shapes, falling back to eager), so batches are
+        padded to the next power of two: a server or an evaluation whose batch varies from 1 to 16 builds 5 sets of
+        graphs, not 16. Eager, every size runs as it is."""
+        return 1 << (n - 1).bit_length() if self.compiled else n
+
+    def batch_sizes_up_to(self, n: int) -> list[int]:
+        """Every batch size calls of 1..n observations run at (what a warm-up runs once each)."""
+        return sorted({self.batch_size_for(k) for k in range(1, n + 1)})
 
     @classmethod
     def load(
@@ -73,7 +85,7 @@ class Policy:
         if compile:
             model.compile_for_inference()
         transform = ModelTransform.load(model_cfg, norm_stats, tokenizer)
-        return cls(model, transform, action_dim, dev, num_denoise_steps, checkpoint)
+        return cls(model, transform, action_dim, dev, num_denoise_steps, checkpoint, compiled=compile)
 
     @torch.no_grad()
     def act(
@@ -88,15 +100,18 @@ class Policy:
         Real-time chunking when `prev_actions` holds any chunk: per sample, the raw actions that remain of its
         previous chunk, aligned with the new one (its first action is for the control step the new chunk's first is
         for), or None (that sample is sampled without guidance). See `Pi0Policy.sample_actions` for the rest."""
-        batch = move_to(collate([self.transform(o) for o in observations]), self.device)
-        if noise is not None:
-            noise = noise.to(self.device)
+        n = len(observations)
         rtc = {}
         if prev_actions is not None and any(p is not None for p in prev_actions):
             prev_chunk, horizons = self._previous_chunks(prev_actions, execution_horizon)
             rtc = dict(prev_chunk=prev_chunk, inference_delay=inference_delay, execution_horizon=horizons,
                        max_guidance_weight=max_guidance_weight, schedule=schedule)
-        actions = self.model.sample_actions(batch, noise=noise, num_steps=self.num_denoise_steps, **rtc)
+        size = n if rtc else self.batch_size_for(n)  # guided sampling runs eager: no graphs to reuse
+        samples = [self.transform(o) for o in observations]
+        batch = move_to(collate(samples + samples[-1:] * (size - n)), self.device)  # padding: the last sample again
+        if noise is not None:
+            noise = torch.cat([noise, noise[-1:].expand(size - n, *noise.shape[1:])]).to(self.device)
+        actions = self.model.sample_actions(batch, noise=noise, num_steps=self.num_denoise_steps, **rtc)[:n]
         return self.transform.unnormalize_actions(actions.float().cpu(), self.action_dim).numpy()
 
     def _previous_chunks(self, prev_actions: Sequence[np.ndarray | None],

@@ -48,6 +48,13 @@ class ServedPolicy:
             "observation": self.spec.describe(), "max_batch_size": max_batch_size,
         }
 
+    def warm_up_batches(self, max_batch_size: int) -> list[list[dict]]:
+        """One batch of example requests per batch size the policy runs at for 1..max_batch_size requests (one, eager;
+        each power of two, compiled)."""
+        request = self.parse(self.example_observation())
+        sizes = self.policy.batch_sizes_up_to(max_batch_size) if self.policy.compiled else [1]
+        return [[request] * size for size in sizes]
+
     def example_observation(self) -> dict:
         """A request of the right shapes (zeros): the warm-up call, and a template for clients."""
         S = self.spec.image_size
@@ -81,6 +88,6 @@ def serve(cfg: ServeConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         log.info("policy %s (%s, %s) for %s: observation %s", served.policy.cfg.name, cfg.device, cfg.precision,
                  served.task.name, ", ".join(served.spec.keys))
-        await server.run(stop, warm_up=served.parse(served.example_observation()))
+        await server.run(stop, warm_up=served.warm_up_batches(settings.max_batch_size))
 
     asyncio.run(main())

@@ -72,16 +72,17 @@ class PolicyServer:
         self._queue: asyncio.Queue[_Request] | None = None
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[int], None] | None = None,
-                  warm_up: Any = None) -> None:
-        """Serve until `stop` is set; `on_ready(port)` once the socket listens. `warm_up`: a parsed request run once
-        before listening, on the worker thread that runs every call (compiled CUDA graphs belong to one thread)."""
+                  warm_up: list[list[Any]] = ()) -> None:
+        """Serve until `stop` is set; `on_ready(port)` once the socket listens. `warm_up`: batches of parsed requests
+        run once each before listening, on the worker thread that runs every call (compiled CUDA graphs belong to one
+        thread, and a batch size first seen while serving would stall its batch for the compilation)."""
         s = self.settings
         self._queue = asyncio.Queue()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vla-inference") as executor:
-            if warm_up is not None:
+            for batch in warm_up:
                 t0 = time.monotonic()
-                await asyncio.get_running_loop().run_in_executor(executor, self.infer_batch, [warm_up])
-                log.info("warm-up call: %.0f ms", (time.monotonic() - t0) * 1000)
+                await asyncio.get_running_loop().run_in_executor(executor, self.infer_batch, batch)
+                log.info("warm-up call, batch %d: %.0f ms", len(batch), (time.monotonic() - t0) * 1000)
             batches = asyncio.create_task(self._batch_loop(executor))
             try:
                 async with serve(self._handle, s.host, s.port, compression=None, max_size=s.max_message_bytes,
