@@ -4,9 +4,10 @@ times, and the requests answered per second.
 
   python bench/serve_load.py --serve checkpoint=policies/pushcube_pi05 [device=cuda compile=true] --clients 1 4 16
   python bench/serve_load.py --tiny --clients 1 4 16          # a random-weight pi05_tiny (the serve tests' policy)
+  python bench/serve_load.py --random pi05 --set device=cuda precision=bf16 compile=true   # full-size Pi0.5
   python bench/serve_load.py --url ws://host:8000 --clients 1 4 16   # a server already running
 
---serve / --tiny start `serve.py` in a subprocess (its own interpreter: the clients' threads do not share its GIL) on
+--serve / --tiny / --random start `serve.py` in a subprocess (its own interpreter: the clients' threads do not share its GIL) on
 a free port and stop it at the end. Requests are random images and states of the shapes the server's metadata
 announces. Each client sends `--warmup` requests first (not counted), then `--requests` timed ones. A compiled
 server (`device=cuda compile=true`) has built the graphs of every batch size it runs at before it listens. --out
@@ -113,21 +114,26 @@ def main() -> None:
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--serve", nargs="+", metavar="KEY=VALUE", help="start serve.py with these overrides")
     where.add_argument("--tiny", action="store_true", help="start serve.py on a random-weight pi05_tiny policy")
+    where.add_argument("--random", metavar="MODEL",
+                       help="start serve.py on a random-weight policy of this model config (PushCube's observation)")
     where.add_argument("--url", help="a running server, e.g. ws://127.0.0.1:8000")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--requests", type=int, default=50, help="timed requests per client")
     ap.add_argument("--warmup", type=int, default=3, help="untimed requests per client first")
     ap.add_argument("--out", type=Path, help="write the rows as JSON")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="more serve.py overrides with --tiny / --random (device=cuda compile=true ...)")
     args = ap.parse_args()
 
     proc, tmp = None, None
     url = args.url
-    if args.tiny:
+    if args.tiny or args.random:
         sys.path.insert(0, str(REPO))
         from tests.serve.tiny_policy import write_tiny_policy
 
+        model = args.random or "pi05_tiny"
         tmp = tempfile.TemporaryDirectory()
-        args.serve = [f"checkpoint={write_tiny_policy(Path(tmp.name) / 'pushcube_tiny')}"]
+        args.serve = [f"checkpoint={write_tiny_policy(Path(tmp.name) / model, model=model)}", *args.set]
     if args.serve:
         proc, url = start_server(args.serve)
     try:

@@ -18,8 +18,10 @@ from vla.models import build_policy
 from vla.models.weights import save_openpi
 
 
-def write_tiny_policy(out: Path, task: str = "pushcube", overrides: tuple[str, ...] = (), seed: int = 0) -> Path:
-    cfg = compose("eval", [f"task={task}", "model=pi05_tiny", *overrides])
+def write_tiny_policy(out: Path, task: str = "pushcube", overrides: tuple[str, ...] = (), seed: int = 0,
+                      model: str = "pi05_tiny") -> Path:
+    """`model`: another conf/model config at its own size (bench/serve_load.py --random pi05: full-size Pi0.5)."""
+    cfg = compose("eval", [f"task={task}", f"model={model}", *overrides])
     out.mkdir(parents=True)
     recipe = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("task", "model", "eval")}
     OmegaConf.save(OmegaConf.create({"experiment": None, **recipe}), out / "config.yaml")
