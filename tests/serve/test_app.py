@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 from tests.serve.conftest import IMAGE_SIZE
@@ -84,7 +84,7 @@ def test_compiled_policy_pads_each_batch_to_a_power_of_two(served):
     try:
         padded = policy.act(observations, noise)
         assert [policy.batch_size_for(n) for n in (1, 2, 3, 5, 8, 9, 16, 17)] == [1, 2, 4, 8, 8, 16, 16, 32]
-        assert policy.batch_sizes_up_to(16) == [1, 2, 4, 8, 16]
+        assert policy.warm_up_sizes(16) == [1, 2, 4, 8, 16]
         assert [len(b) for b in served.warm_up_batches(16)] == [1, 2, 4, 8, 16]
     finally:
         policy.compiled = False

@@ -38,9 +38,10 @@ class Policy:
         graphs, not 16. Eager, every size runs as it is."""
         return 1 << (n - 1).bit_length() if self.compiled else n
 
-    def batch_sizes_up_to(self, n: int) -> list[int]:
-        """Every batch size calls of 1..n observations run at (what a warm-up runs once each)."""
-        return sorted({self.batch_size_for(k) for k in range(1, n + 1)})
+    def warm_up_sizes(self, n: int) -> list[int]:
+        """The batch sizes to run once before serving calls of 1..n observations: compiled, every size such calls are
+        padded to (each builds its graphs); eager, one call."""
+        return sorted({self.batch_size_for(k) for k in range(1, n + 1)}) if self.compiled else [1]
 
     @classmethod
     def load(

@@ -52,8 +52,7 @@ class ServedPolicy:
         """One batch of example requests per batch size the policy runs at for 1..max_batch_size requests (one, eager;
         each power of two, compiled)."""
         request = self.parse(self.example_observation())
-        sizes = self.policy.batch_sizes_up_to(max_batch_size) if self.policy.compiled else [1]
-        return [[request] * size for size in sizes]
+        return [[request] * size for size in self.policy.warm_up_sizes(max_batch_size)]
 
     def example_observation(self) -> dict:
         """A request of the right shapes (zeros): the warm-up call, and a template for clients."""
