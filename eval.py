@@ -4,6 +4,7 @@ A training run's recorded recipe (task, model, evaluation protocol) is used unle
 Episode i resets the env with eval.seed + i (reconfigured), the policy predicts a chunk and eval.replan_steps of it
 are executed before it predicts again, for max_episode_steps steps (terminations ignored: ManiSkill's protocol).
 `critic=<algo=qchunk run> best_of_n=16` acts by the highest-Q of 16 sampled chunks (vla/rl/best_of_n.py).
+`actor=<algo=qchunk run with algo.actor.method=distill>` acts with its one-step actor (vla/rl/onestep.py).
 Writes episodes.json, summary.json/.md and success.png (+ videos/ with videos=N) into the run directory;
 `-m checkpoint=a,b,...` evaluates several and writes the combined report.md/.png into the sweep directory.
 """
@@ -28,7 +29,11 @@ def main(cfg: DictConfig) -> float:
     try:
         cfg = app_config(cfg, EvalConfig, "eval.py", HydraConfig.get().overrides.task)
         wrap = None
-        if cfg.critic is not None:  # best-of-N under a chunk critic (vla/rl)
+        if cfg.actor is not None:  # a one-step actor in place of denoising, best-of-N with a critic (vla/rl)
+            from vla.rl.onestep import onestep_wrapper
+
+            wrap = onestep_wrapper(cfg.actor, cfg.task.name, cfg.eval.replan_steps, cfg.critic, cfg.best_of_n)
+        elif cfg.critic is not None:  # best-of-N under a chunk critic (vla/rl)
             from vla.rl.best_of_n import best_of_n_wrapper
 
             wrap = best_of_n_wrapper(cfg.critic, cfg.best_of_n, cfg.task.name)

@@ -56,23 +56,35 @@ class CalQLConfig:
 
 @dataclass
 class ActorConfig:
-    """Q-guided fine-tuning of the action expert (the VLM and vision tower stay frozen): flow-matching BC on the
-    replay's successful episodes + alpha * (-Q) of a chunk sampled with gradients through `pathwise_steps` Euler
-    steps."""
+    """Q-guided policy improvement (the VLM and vision tower stay frozen), by one of two methods:
+      pathwise  fine-tune the action expert: flow-matching BC on the replay's successful episodes + alpha * (-Q) of a
+                chunk sampled with gradients through `pathwise_steps` Euler steps
+      distill   FQL's one-step policy (vla.rl.onestep): an MLP from (features, noise) to a chunk, distilled from the
+                frozen policy's own samples + alpha * (-Q) of its output; the flow policy stays as it is"""
 
     enabled: bool = False
+    method: str = "pathwise"  # pathwise | distill
     alpha: float = 1.0  # weight of -Q
     normalize_q: bool = True  # -Q divided by mean |Q| (no gradient through it), as FQL's normalize_q_loss
     pathwise_steps: int = 10  # Euler steps of the sample the Q gradient flows through
+    hidden_dims: list[int] = field(default_factory=lambda: [512, 512, 512, 512])  # distill: the one-step MLP
+    distill_samples: int = 1  # distill: bank chunks (and their noise) per state in each update
+    onestep_lr: float = 3e-4  # distill: the one-step MLP's learning rate (FQL's); `lr` is the expert's (pathwise)
     lr: float = 1e-5
     clip_grad_norm: float = 1.0
     start_step: int = 0  # actor updates begin once the critic has trained this many steps
     every: int = 1  # one actor update every this many critic updates
 
     def __post_init__(self) -> None:
+        check(self.method in ("pathwise", "distill"),
+              f"algo.actor.method={self.method!r}: expected pathwise or distill")
         check(self.alpha >= 0, f"algo.actor.alpha={self.alpha}: must be >= 0")
+        check(len(self.hidden_dims) >= 1 and min(self.hidden_dims) >= 1,
+              f"algo.actor.hidden_dims={list(self.hidden_dims)}: expected at least one positive width")
+        check(self.distill_samples >= 1, f"algo.actor.distill_samples={self.distill_samples}: must be at least 1")
         check(self.pathwise_steps >= 1, f"algo.actor.pathwise_steps={self.pathwise_steps}: must be at least 1")
-        check(self.lr > 0, f"algo.actor.lr={self.lr}: must be positive")
+        check(self.lr > 0 and self.onestep_lr > 0,
+              f"algo.actor: lr={self.lr}, onestep_lr={self.onestep_lr}: must be positive")
         check(self.clip_grad_norm > 0, f"algo.actor.clip_grad_norm={self.clip_grad_norm}: must be positive")
         check(self.start_step >= 0, f"algo.actor.start_step={self.start_step}: must be >= 0")
         check(self.every >= 1, f"algo.actor.every={self.every}: must be at least 1")
@@ -136,7 +148,15 @@ class AlgoConfig:
         check(self.num_denoise_steps is None or self.num_denoise_steps >= 1,
               f"algo.num_denoise_steps={self.num_denoise_steps}: must be at least 1, or null")
         check(self.cache_batch_size >= 1, f"algo.cache_batch_size={self.cache_batch_size}: must be positive")
-        drawn = max(self.target_best_of_n, self.calql.policy_samples)
-        check(self.actor.enabled or self.cache_samples >= drawn,
+        drawn = max(self.target_best_of_n, self.calql.policy_samples, self.actor.distill_samples)
+        check(not self.uses_cache or self.cache_samples >= drawn,
               f"algo.cache_samples={self.cache_samples}: an update draws {drawn} distinct cached chunks per state "
-              f"(max of target_best_of_n, calql.policy_samples); set algo.cache_samples>={drawn}")
+              f"(max of target_best_of_n, calql.policy_samples, actor.distill_samples); set "
+              f"algo.cache_samples>={drawn}")
+        check(not (self.actor.enabled and self.actor.method == "distill") or self.critic.features == "policy",
+              "algo.actor.method=distill reads the policy's prefix features: it needs algo.critic.features=policy")
+
+    @property
+    def uses_cache(self) -> bool:
+        """The flow policy stays frozen (no actor, or the one-step actor beside it): its samples are cached."""
+        return not self.actor.enabled or self.actor.method == "distill"

@@ -285,10 +285,16 @@ class EvalConfig(RecipeConfig):
     # (one prefix pass) and executes the one the critic scores highest (vla.rl.best_of_n). null: the plain policy.
     critic: str | None = None
     best_of_n: int = 1
+    # A one-step actor (an algo=qchunk run with algo.actor.method=distill): one prefix pass and one MLP per decision
+    # in place of the policy's denoising (vla.rl.onestep); with critic= and best_of_n, the best of its samples.
+    actor: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.num_envs >= 1, f"num_envs={self.num_envs}: must be at least 1")
+        check(self.actor is None or self.latency.delay_steps == 0,
+              f"actor= with latency.delay_steps={self.latency.delay_steps}: a one-step actor predicts only the "
+              "actions one decision executes, so nothing is left to cover an inference delay; drop one")
         check(self.best_of_n >= 1, f"best_of_n={self.best_of_n}: must be at least 1")
         check(self.best_of_n == 1 or self.critic is not None,
               f"best_of_n={self.best_of_n}: needs critic=<an algo=qchunk run or checkpoint> to choose among samples")

@@ -59,5 +59,5 @@ def test_eval_py_refuses_a_critic_of_another_task_in_one_line(tmp_path, tiny_pol
                           text=True, timeout=300)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        f"eval.py: error: {tmp_path / 'critic.json'}: a critic of task pickcube, asked to score task pushcube; "
-        "train one for pushcube (train.py algo=qchunk task=pushcube ...)")
+        f"eval.py: error: {tmp_path / 'critic.json'}: trained for task pickcube, asked to score chunks of task "
+        "pushcube; train one for pushcube (train.py algo=qchunk task=pushcube ...)")

@@ -87,11 +87,13 @@ def test_critic_round_trips_and_refuses_another_task_or_model(tmp_path):
     obs, chunks = {"features": torch.randn(5, 8), "state": torch.randn(5, 4)}, torch.randn(5, 7, 3, 2)
     torch.testing.assert_close(loaded(obs, chunks), critic(obs, chunks))
     assert loaded(obs, chunks).shape == (2, 5, 7) and loaded(obs, chunks[:, 0]).shape == (2, 5)
-    with pytest.raises(CriticError, match=r"critic.json: a critic of task pushcube, asked to score task pickcube; "
-                                          r"train one for pickcube") as e:
+    with pytest.raises(CriticError,
+                       match=r"critic.json: trained for task pushcube, asked to score chunks of task pickcube; "
+                             r"train one for pickcube") as e:
         load_critic(tmp_path, "pickcube", "pi05_tiny")
     assert "\n" not in str(e.value)
-    with pytest.raises(CriticError, match=r"features of a pi05_tiny policy, asked to score chunks of a pi05_small"):
+    with pytest.raises(CriticError,
+                       match=r"features of a pi05_tiny policy, asked to score chunks of a pi05_small policy"):
         load_critic(tmp_path, "pushcube", "pi05_small")
     with pytest.raises(FileNotFoundError, match=r"no critic.json in it or in its checkpoints/<step>/"):
         load_critic(tmp_path / "elsewhere", "pushcube", "pi05_tiny")

@@ -48,7 +48,7 @@ def test_bank_rows_are_the_policys_samples_with_the_frames_noise(learner):
     batch = collate([policy.transform(o) for o in learner.replay.observations(frames)])
     H, A, h = model.cfg.action_horizon, model.cfg.action_dim, cache.spec.chunk_len
     for n in range(cache.num_samples):
-        noise = torch.stack([frame_noise(cfg.seed, int(f), (cache.num_samples, H, A))[n] for f in frames])
+        noise = torch.stack([frame_noise(cfg.seed, int(f), [n], (H, A))[0] for f in frames])
         direct = model.sample_actions(batch, noise=noise, num_steps=learner.num_denoise_steps)
         torch.testing.assert_close(cache.samples[frames, n], direct[:, :h, :7], atol=1e-5, rtol=1e-5)
     assert (cache.samples[frames, 0] - cache.samples[frames, 1]).abs().max() > 1e-2  # the bank's rows differ

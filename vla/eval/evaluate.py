@@ -58,6 +58,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, wrap_policy: Callable[[Policy
     }
     if cfg.critic is not None:
         info |= {"critic": cfg.critic, "best_of_n": cfg.best_of_n}
+    if cfg.actor is not None:
+        info |= {"actor": cfg.actor}
     summary = write_results(out_dir, [e.report() for e in episodes], info)
     log.info(
         "%s: success_once %.1f%% (%d/%d), success_at_end %.1f%%, %.1f steps/episode, %.1f s -> %s",

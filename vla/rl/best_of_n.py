@@ -35,6 +35,15 @@ def candidate_noise(noise: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([noise[:, None], torch.stack(extra).to(noise.device, noise.dtype)], dim=1)
 
 
+def best_under_critic(critic: ChunkCritic, obs: dict[str, torch.Tensor], candidates: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """candidates (B, N, H, A) -> (the highest-Q one per observation (B, H, A), every candidate's Q (B, N) (the
+    ensemble's mean), the chosen index (B,))."""
+    q = aggregate(critic(obs, candidates), "mean")
+    best = q.argmax(dim=1)
+    return candidates[torch.arange(len(best), device=best.device), best], q, best
+
+
 class BestOfNPolicy(Policy):
     """`policy` acting by best-of-`n` under `critic`."""
 
@@ -55,9 +64,7 @@ class BestOfNPolicy(Policy):
         steps = self.num_denoise_steps or model.cfg.num_denoise_steps
         candidates = sample_chunks(model, ctx, noise, steps)
         features = pooled_prefix_features(ctx) if self.critic.spec.features == "policy" else None
-        q = aggregate(self.critic(critic_inputs(self.critic.spec, batch, features), candidates), "mean")
-        best = q.argmax(dim=1)
-        return candidates[torch.arange(len(best), device=best.device), best], q, best
+        return best_under_critic(self.critic, critic_inputs(self.critic.spec, batch, features), candidates)
 
     @torch.no_grad()
     def act(self, observations: list[dict], noise: torch.Tensor | None = None,

@@ -3,10 +3,11 @@
 
   <run>/checkpoints/<step>/
     state/              torch.distributed.checkpoint of the critic, its target and optimizer, and (when the actor
-                        trains) the action expert's parameters and their optimizer; + train_state.pt: step, online
-                        rounds done, generator
+                        trains) the action expert's parameters or the one-step actor, and their optimizer; +
+                        train_state.pt: step, online rounds done, generator
     critic.safetensors  critic.json      the critic, as eval.py's critic= and vla.rl.best_of_n load it
-    model.safetensors   (when the actor trains) the whole fine-tuned policy in openpi's layout: eval.py checkpoint=
+    model.safetensors   (pathwise actor) the whole fine-tuned policy in openpi's layout: eval.py checkpoint=
+    actor.safetensors   actor.json       (distill actor) the one-step actor, as eval.py's actor= loads it
     config.yaml  norm_stats.json  tokenizer.model
 """
 
@@ -27,6 +28,7 @@ from torch.distributed.checkpoint.stateful import Stateful
 from vla.models.weights import save_openpi
 from vla.rl.critic import save_critic
 from vla.rl.learner import Learner
+from vla.rl.onestep import save_actor
 from vla.train.checkpoint import checkpoint_steps, prune_checkpoints
 
 TRAINABLE_ONLY = StateDictOptions(ignore_frozen_params=True)
@@ -51,7 +53,10 @@ class LearnerState(Stateful):
         lr = self.learner
         state = {"critic": get_model_state_dict(lr.critic), "target": get_model_state_dict(lr.target),
                  "critic_optim": get_optimizer_state_dict(lr.critic, lr.critic_optim)}
-        if lr.actor_optim is not None:
+        if lr.onestep is not None:
+            state |= {"onestep": get_model_state_dict(lr.onestep),
+                      "onestep_optim": get_optimizer_state_dict(lr.onestep, lr.actor_optim)}
+        elif lr.actor_optim is not None:
             model = lr.policy.model
             state |= {"actor": get_model_state_dict(model, options=TRAINABLE_ONLY),
                       "actor_optim": get_optimizer_state_dict(model, lr.actor_optim)}
@@ -62,7 +67,10 @@ class LearnerState(Stateful):
         set_model_state_dict(lr.critic, state["critic"])
         set_model_state_dict(lr.target, state["target"])
         set_optimizer_state_dict(lr.critic, lr.critic_optim, state["critic_optim"])
-        if lr.actor_optim is not None:
+        if lr.onestep is not None:
+            set_model_state_dict(lr.onestep, state["onestep"])
+            set_optimizer_state_dict(lr.onestep, lr.actor_optim, state["onestep_optim"])
+        elif lr.actor_optim is not None:
             model = lr.policy.model
             set_model_state_dict(model, state["actor"], options=StateDictOptions(ignore_frozen_params=True,
                                                                                  strict=False))
@@ -81,7 +89,9 @@ def save(learner: Learner, run_dir: Path, extra_files: dict[str, Path], config_y
         torch.save({"step": learner.step, "round": learner.round, "generator": learner.gen.get_state()},
                    tmp / "state" / "train_state.pt")
         save_critic(learner.critic, tmp)
-        if learner.actor_optim is not None:
+        if learner.onestep is not None:
+            save_actor(learner.onestep, tmp)
+        elif learner.actor_optim is not None:
             weights = {k: v.detach().cpu() for k, v in learner.policy.model.state_dict().items()}
             save_openpi(weights, tmp / "model.safetensors")
         for name, src in extra_files.items():

@@ -127,18 +127,32 @@ def save_critic(critic: ChunkCritic, out_dir: str | Path) -> None:
     (out_dir / CRITIC_META).write_text(json.dumps(asdict(critic.spec), indent=2) + "\n")
 
 
-def find_critic(path: str | Path) -> Path:
-    """A critic dir: the dir itself when it holds critic.json, else a run dir's newest checkpoint holding one."""
+def find_saved(path: str | Path, meta: str, what: str, made_by: str) -> Path:
+    """The dir holding `meta`: `path` itself, else a run dir's newest checkpoint holding one."""
     path = Path(path)
-    if (path / CRITIC_META).is_file():
+    if (path / meta).is_file():
         return path
     root = path / "checkpoints"
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / CRITIC_META).is_file()) \
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / meta).is_file()) \
         if root.is_dir() else []
     if not steps:
-        raise FileNotFoundError(f"critic={path}: no {CRITIC_META} in it or in its checkpoints/<step>/ (an algo=qchunk "
-                                "run or checkpoint dir)")
+        raise FileNotFoundError(f"{what}={path}: no {meta} in it or in its checkpoints/<step>/ ({made_by} or its "
+                                "checkpoint dir)")
     return root / str(steps[-1])
+
+
+def find_critic(path: str | Path) -> Path:
+    return find_saved(path, CRITIC_META, "critic", "an algo=qchunk run")
+
+
+def check_fit(meta: Path, own_task: str, own_model: str, task: str, model: str, use: str) -> None:
+    """One line when what `meta` describes was trained for another task or on another policy model."""
+    if own_task != task:
+        raise CriticError(f"{meta}: trained for task {own_task}, asked to {use} task {task}; train one for {task} "
+                          f"(train.py algo=qchunk task={task} ...)")
+    if own_model != model:
+        raise CriticError(f"{meta}: trained on the features of a {own_model} policy, asked to {use} a {model} "
+                          "policy; use one trained with this policy")
 
 
 def load_critic(path: str | Path, task: str, model: str, device: str | torch.device = "cpu") -> ChunkCritic:
@@ -150,12 +164,7 @@ def load_critic(path: str | Path, task: str, model: str, device: str | torch.dev
         spec = CriticSpec(**json.loads((ckpt / CRITIC_META).read_text()))
     except (TypeError, ValueError) as e:
         raise CriticError(f"{ckpt / CRITIC_META}: not a critic description ({str(e).splitlines()[0]})") from None
-    if spec.task != task:
-        raise CriticError(f"{ckpt / CRITIC_META}: a critic of task {spec.task}, asked to score task {task}; "
-                          f"train one for {task} (train.py algo=qchunk task={task} ...)")
-    if spec.model != model:
-        raise CriticError(f"{ckpt / CRITIC_META}: trained on the features of a {spec.model} policy, asked to score "
-                          f"chunks of a {model} policy; use a critic trained with this policy")
+    check_fit(ckpt / CRITIC_META, spec.task, spec.model, task, model, "score chunks of")
     critic = ChunkCritic(spec)
     critic.load_state_dict(load_file(ckpt / CRITIC_WEIGHTS))
     return critic.to(device).eval()

@@ -6,14 +6,19 @@ gives the key/value cache every chunk sample reads and (features=policy) the cri
   critic  target = R_{t:t+h} + gamma^h (1 - terminal) Qbar(s_{t+h}, a'), a' the best of `target_best_of_n` policy
           samples under the target critic; loss = TD + alpha * Cal-QL (uniform and policy chunks at s, the policy's
           Q clipped from below by the Monte-Carlo return); Polyak update of the target
-  actor   (algo.actor.enabled) flow-matching BC on the chunks of the replay's successful episodes + alpha * (-Q) of a
-          chunk sampled with gradients through k Euler steps; the gradient is taken with respect to the action
-          expert's parameters only (the prefix is a constant)
+  actor   (algo.actor.enabled) by its method:
+          pathwise  flow-matching BC on the chunks of the replay's successful episodes + alpha * (-Q) of a chunk
+                    sampled with gradients through k Euler steps; the gradient is taken with respect to the action
+                    expert's parameters only (the prefix is a constant)
+          distill   FQL: the one-step actor's chunk for a bank row's noise against that row (the frozen policy's
+                    chunk from the same noise) + alpha * (-Q) of the actor's chunk (vla.rl.onestep). Once it trains
+                    (algo.actor.start_step), the backup's and Cal-QL's policy chunks are the actor's samples, as the
+                    policy being improved
 
-With the actor disabled the policy is a constant and `learner.cache` (vla.rl.policy_cache) holds every replay frame's
-prefix features and a bank of policy chunks: an update then reads them and draws chunks from the bank, and runs no
-policy pass at all. With the actor enabled the expert changes every update, so the prefix pass and the samples are
-computed fresh, as above.
+When the flow policy is a constant (no actor, or distill) `learner.cache` (vla.rl.policy_cache) holds every replay
+frame's prefix features and a bank of policy chunks: an update then reads them and draws chunks from the bank, and
+runs no policy pass at all. With the pathwise actor the expert changes every update, so the prefix pass and the
+samples are computed fresh, as above.
 
 Every random number comes from the learner's generator (on the host), so a resumed run draws what it would have.
 """
@@ -32,6 +37,7 @@ from vla.models.pi0 import sample_flow_time
 from vla.rl.critic import ChunkCritic, aggregate, critic_inputs, polyak_update
 from vla.rl.data import ReplayBuffer
 from vla.rl.losses import calql_regularizer, chunk_backup, td_loss
+from vla.rl.onestep import OneStepActor
 from vla.rl.policy_cache import PolicyCache
 from vla.rl.sampling import (PrefixContext, encode_prefix, flow_matching_loss, pathwise_chunks,
                              pooled_prefix_features, sample_chunks)
@@ -53,7 +59,8 @@ class Learner:
     num_denoise_steps: int
     step: int = 0  # updates done
     round: int = 0  # online rounds done
-    cache: PolicyCache | None = None  # the frozen policy's per-frame outputs (actor disabled only)
+    cache: PolicyCache | None = None  # the frozen policy's per-frame outputs (no actor, or distill)
+    onestep: OneStepActor | None = None  # algo.actor.method=distill: the one-step actor, trained by actor_optim
 
     @property
     def device(self) -> torch.device:
@@ -103,9 +110,19 @@ def sample_batch(learner: Learner, batch_size: int) -> Batch:
                  {k: v[later] for k, v in inputs.items()}, current, ctx.rows(now), ctx.rows(later))
 
 
-def policy_chunks(learner: Learner, batch: Batch, n: int, at_next: bool) -> torch.Tensor:
-    """(B, n, ., .) policy chunks at s (or s_{t+h}): n rows of the cached bank, or n fresh denoisings."""
+def onestep_acts(learner: Learner, algo: AlgoConfig) -> bool:
+    """The one-step actor is the policy the critic evaluates once it trains."""
+    return learner.onestep is not None and learner.step >= algo.actor.start_step
+
+
+def policy_chunks(learner: Learner, batch: Batch, n: int, at_next: bool, algo: AlgoConfig) -> torch.Tensor:
+    """(B, n, ., .) policy chunks at s (or s_{t+h}): n samples of the one-step actor, n rows of the cached bank, or
+    n fresh denoisings."""
     frames = batch.next_frames if at_next else batch.frames
+    if onestep_acts(learner, algo):
+        model = learner.policy.model
+        noise = _randn(learner, batch.size, n, model.cfg.action_horizon, model.cfg.action_dim)
+        return learner.onestep(batch.obs_next if at_next else batch.obs, noise)
     if learner.cache is not None:
         return learner.cache.draw(frames, n, learner.gen, learner.device)
     model = learner.policy.model
@@ -116,7 +133,7 @@ def policy_chunks(learner: Learner, batch: Batch, n: int, at_next: bool) -> torc
 @torch.no_grad()
 def backup_target(learner: Learner, batch: Batch, algo: AlgoConfig) -> torch.Tensor:
     """(B,) chunked n-step targets from the target critic and the best of `target_best_of_n` policy samples."""
-    next_chunks = policy_chunks(learner, batch, algo.target_best_of_n, at_next=True)
+    next_chunks = policy_chunks(learner, batch, algo.target_best_of_n, at_next=True, algo=algo)
     next_q = aggregate(learner.target(batch.obs_next, next_chunks), algo.target_agg).max(dim=1).values
     d = batch.data
     return chunk_backup(d["chunk_return"], d["bootstrap"], next_q, algo.gamma, learner.critic.spec.chunk_len)
@@ -137,7 +154,7 @@ def critic_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str,
         with torch.no_grad():
             uniform = torch.rand(B, cq.uniform_samples, spec.chunk_len, spec.action_dim, generator=learner.gen)
             uniform = (uniform * 2.0 - 1.0).to(learner.device)  # the normalized action box
-            own = policy_chunks(learner, batch, cq.policy_samples, at_next=False)
+            own = policy_chunks(learner, batch, cq.policy_samples, at_next=False, algo=algo)
         reg, lifted = calql_regularizer(q_data, critic(obs, uniform), critic(obs, own), batch.data["mc_return"],
                                         cq.temperature, cq.bound_uniform)
         loss_reg = reg.mean(dim=1).sum()
@@ -152,8 +169,8 @@ def critic_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str,
 
 
 def actor_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, torch.Tensor]:
-    """BC (flow matching, successful episodes only) + alpha * normalized -Q of a pathwise sample; the gradient of the
-    action expert alone."""
+    """Pathwise: BC (flow matching, successful episodes only) + alpha * normalized -Q of a pathwise sample; the
+    gradient of the action expert alone."""
     model, ac = learner.policy.model, algo.actor
     B, H, A = batch.ctx.batch_size, model.cfg.action_horizon, model.cfg.action_dim
     d = batch.data
@@ -169,14 +186,39 @@ def actor_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, 
     if ac.normalize_q:
         q_loss = q_loss / q.detach().abs().mean().clamp_min(1e-6)
     loss = bc_loss + ac.alpha * q_loss
+    return _actor_step(learner, loss, ac.clip_grad_norm) | {
+        "actor/bc_loss": bc_loss.detach(), "actor/q": q.detach().mean(), "actor/alpha": torch.tensor(ac.alpha)}
+
+
+def distill_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, torch.Tensor]:
+    """FQL's one-step actor loss: mean squared distance to the frozen policy's chunks from the same noise (bank rows)
+    + alpha * normalized -Q of the actor's chunks; the gradient of the actor alone."""
+    actor, ac, cfg = learner.onestep, algo.actor, learner.policy.cfg
+    flow_chunks, noise = learner.cache.draw_with_noise(batch.frames, ac.distill_samples, learner.gen, learner.device,
+                                                       (cfg.action_horizon, cfg.action_dim))
+    chunks = actor(batch.obs, noise)
+    distill_loss = (chunks - flow_chunks).pow(2).mean()
+    with torch.no_grad():
+        obs = learner.critic.observation(batch.obs)
+    q = learner.critic(obs, chunks).mean(dim=0)
+    q_loss = -q.mean()
+    if ac.normalize_q:
+        q_loss = q_loss / q.detach().abs().mean().clamp_min(1e-6)
+    loss = distill_loss + ac.alpha * q_loss
+    return _actor_step(learner, loss, ac.clip_grad_norm) | {"actor/distill_loss": distill_loss.detach(),
+                                                             "actor/q": q.detach().mean(),
+                                                             "actor/alpha": torch.tensor(ac.alpha)}
+
+
+def _actor_step(learner: Learner, loss: torch.Tensor, clip_grad_norm: float) -> dict[str, torch.Tensor]:
+    """One optimizer step of the actor's parameters on `loss` (the critic's gradient is not taken)."""
     grads = torch.autograd.grad(loss, learner.actor_params)
     for p, g in zip(learner.actor_params, grads, strict=True):
         p.grad = g
-    grad_norm = torch.nn.utils.clip_grad_norm_(learner.actor_params, ac.clip_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(learner.actor_params, clip_grad_norm)
     learner.actor_optim.step()
     learner.actor_optim.zero_grad(set_to_none=True)
-    return {"actor/bc_loss": bc_loss.detach(), "actor/q": q.detach().mean(), "actor/grad_norm": grad_norm.detach(),
-            "actor/alpha": torch.tensor(ac.alpha)}
+    return {"actor/grad_norm": grad_norm.detach()}
 
 
 def update(learner: Learner, algo: AlgoConfig) -> dict[str, torch.Tensor]:
@@ -185,6 +227,6 @@ def update(learner: Learner, algo: AlgoConfig) -> dict[str, torch.Tensor]:
     metrics = critic_update(learner, batch, algo)
     ac = algo.actor
     if ac.enabled and learner.step >= ac.start_step and (learner.step - ac.start_step) % ac.every == 0:
-        metrics |= actor_update(learner, batch, algo)
+        metrics |= (distill_update if learner.onestep is not None else actor_update)(learner, batch, algo)
     learner.step += 1
     return metrics

@@ -1,7 +1,8 @@
 """Online rounds of an algo=qchunk run (after its offline phase): per round r,
 
-  1. roll out the current policy (best-of-`online.best_of_n` under the current critic; the fine-tuned expert when the
-     actor trains) in `online.num_envs` env workers for `episodes_per_round` episodes with seeds
+  1. roll out the current policy (best-of-`online.best_of_n` under the current critic, of the flow policy's samples
+     or, once it trains, of the one-step actor's; the fine-tuned expert when the pathwise actor trains) in
+     `online.num_envs` env workers for `episodes_per_round` episodes with seeds
      online.seed + r * episodes_per_round + i, recorded into <run>/rollouts/round_<r>/ (a rollout dataset)
   2. add them to the replay data
   3. `steps_per_round` updates of the critic (and the actor)
@@ -21,6 +22,8 @@ from vla.eval.policy import Policy
 from vla.eval.rollout import run_episodes
 from vla.rl.best_of_n import BestOfNPolicy
 from vla.rl.data import RolloutData, RolloutWriter
+from vla.rl.learner import onestep_acts
+from vla.rl.onestep import OneStepPolicy
 from vla.rl.rollout import collect_episodes
 from vla.train.loop import TrainingStopped
 
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 
 def acting_policy(run: QChunkRun) -> Policy:
     learner, n = run.learner, run.cfg.algo.online.best_of_n
+    if onestep_acts(learner, run.cfg.algo):
+        return OneStepPolicy(learner.policy, learner.onestep, learner.critic, n)
     return BestOfNPolicy(learner.policy, learner.critic, n) if n > 1 else learner.policy
 
 

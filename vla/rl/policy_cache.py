@@ -1,25 +1,28 @@
-"""The frozen policy's outputs per replay frame, computed once: what a critic-only run (algo.actor.enabled=false)
-would otherwise recompute in every update.
+"""The frozen policy's outputs per replay frame, computed once: what a run whose flow policy stays frozen (no actor,
+or algo.actor.method=distill) would otherwise recompute in every update.
 
-With the actor disabled the policy never changes, so a frame's prefix features (the critic's input for
+Then the policy never changes, so a frame's prefix features (the critic's input for
 features=policy) and its chunk samples are a function of the frame and the sampling noise alone. The cache holds,
 for every frame a batch can read as s or s_{t+h}:
 
   features  (features=policy) the pooled prefix pass (vla.rl.sampling.pooled_prefix_features) and the model's
             state; with features=encoder the critic's image input is rebuilt from the frame per batch (the
             policy's transform only, no model pass), as it would take 48 KiB a frame to keep
-  samples   a bank of `algo.cache_samples` chunks (the critic's h x action_dim slice), denoised from noise seeded by
-            (run seed, frame index): the same bank whatever the batching, the order frames were added in, or a resume
+  samples   a bank of `algo.cache_samples` chunks (the critic's h x action_dim slice), each denoised from noise
+            seeded by (run seed, frame index, row): the same bank whatever the batching, the order frames were added
+            in, or a resume, and a row's noise is regenerated on demand (`draw_with_noise`, for the one-step actor's
+            distillation) without being stored
 
 Updates draw `calql.policy_samples` and `target_best_of_n` distinct bank rows per state with the learner's generator.
 Frames added by an online round are cached before that round's updates (`extend`, from QChunkRun.train); best-of-N
-acting under the critic does not change the policy's own samples. With the actor enabled the expert moves every
+acting under the critic does not change the policy's own samples. With the pathwise actor the expert moves every
 update, so its samples must be fresh: no cache then (vla.rl.learner's denoising path).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,11 +35,16 @@ from vla.rl.data import ReplayBuffer
 from vla.rl.sampling import encode_prefix, pooled_prefix_features, sample_chunks
 
 
-def frame_noise(seed: int, frame: int, shape: tuple[int, ...]) -> torch.Tensor:
-    """The sampling noise of one frame's bank: a generator of its own, seeded from the run seed and the frame index,
-    independent of the update generator."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + frame)
+def bank_noise(seed: int, frame: int, row: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The starting noise of one bank row: a generator of its own, seeded from the run seed, the frame index and the
+    row, independent of the update generator."""
+    gen = torch.Generator().manual_seed(((seed * 1_000_003 + frame) * 65_537 + row) % 2**63)
     return torch.randn(*shape, generator=gen)
+
+
+def frame_noise(seed: int, frame: int, rows: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """(len(rows), *shape): the noise of a frame's bank rows."""
+    return torch.stack([bank_noise(seed, frame, int(r), shape) for r in rows])
 
 
 def frames_read(replay: ReplayBuffer) -> np.ndarray:
@@ -77,8 +85,9 @@ class PolicyCache:
         model, s = policy.model, self.spec
         batch = move_to(collate([policy.transform(o) for o in observations]), policy.device)
         ctx = encode_prefix(model, batch)
-        shape = (self.num_samples, model.cfg.action_horizon, model.cfg.action_dim)
-        noise = torch.stack([frame_noise(self.seed, int(f), shape) for f in frames]).to(policy.device)
+        shape = (model.cfg.action_horizon, model.cfg.action_dim)
+        rows = range(self.num_samples)
+        noise = torch.stack([frame_noise(self.seed, int(f), rows, shape) for f in frames]).to(policy.device)
         chunks = sample_chunks(model, ctx, noise, self.num_denoise_steps)
         out = {"samples": chunks[:, :, :s.chunk_len, :s.action_dim].cpu()}
         if s.features == "policy":
@@ -107,12 +116,22 @@ class PolicyCache:
             raise RuntimeError("policy cache: frames read before they were cached (PolicyCache.extend after "
                                "ReplayBuffer.add)")
 
+    def _pick(self, frames: np.ndarray, n: int, gen: torch.Generator) -> torch.Tensor:
+        self._check(frames)
+        return torch.rand(len(frames), self.num_samples, generator=gen).argsort(dim=1)[:, :n]
+
     def draw(self, frames: np.ndarray, n: int, gen: torch.Generator, device) -> torch.Tensor:
         """(B, n, h, action_dim): n distinct bank rows per frame, chosen with `gen`."""
-        self._check(frames)
-        pick = torch.rand(len(frames), self.num_samples, generator=gen).argsort(dim=1)[:, :n]
-        rows = torch.from_numpy(frames)[:, None]
-        return self.samples[rows, pick].to(device)
+        pick = self._pick(frames, n, gen)
+        return self.samples[torch.from_numpy(frames)[:, None], pick].to(device)
+
+    def draw_with_noise(self, frames: np.ndarray, n: int, gen: torch.Generator, device,
+                        noise_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`draw`'s chunks and the noise (B, n, *noise_shape) each was denoised from."""
+        pick = self._pick(frames, n, gen)
+        noise = torch.stack([frame_noise(self.seed, int(f), rows.tolist(), noise_shape)
+                             for f, rows in zip(frames, pick, strict=True)])
+        return self.samples[torch.from_numpy(frames)[:, None], pick].to(device), noise.to(device)
 
     def critic_inputs(self, policy: Policy, replay: ReplayBuffer, frames: np.ndarray) -> dict[str, torch.Tensor]:
         """The critic's observation inputs of `frames`: cached features (policy) or the rebuilt image (encoder)."""

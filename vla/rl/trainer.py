@@ -1,6 +1,7 @@
 """`python train.py algo=qchunk checkpoint=<policy> algo.data=[<rollout datasets>] run_name=<name>`: a chunk critic
 for a trained flow policy, trained offline on rollout datasets (vla.rl.collect), with optional Q-guided fine-tuning of
-the action expert (algo.actor.enabled) and online rounds (algo.online.rounds, vla.rl.online).
+the action expert or a one-step actor beside the policy (algo.actor.enabled, .method) and online rounds
+(algo.online.rounds, vla.rl.online).
 
 The run directory is an SFT run's: metrics.jsonl and TensorBoard events, config.yaml (the recipe, with the policy's
 task, model and evaluation protocol, and `algo`), checkpoints/<step>/ (vla.rl.checkpoint); `resume=true` continues
@@ -23,6 +24,7 @@ from vla.rl import checkpoint as ckpt_io
 from vla.rl.critic import ChunkCritic, CriticSpec
 from vla.rl.data import ReplayBuffer, RolloutData
 from vla.rl.learner import Learner
+from vla.rl.onestep import OneStepActor, OneStepSpec
 from vla.rl.online import run_rounds
 from vla.rl.policy_cache import PolicyCache
 from vla.rl.run import QChunkRun, policy_norm_stats
@@ -52,6 +54,11 @@ def check_run(cfg: TrainConfig, run_dir: Path) -> None:
                                     "vla.rl.collect --out <dir> ...`")
     if not cfg.algo.data and cfg.algo.online.rounds == 0:
         raise ConfigError("algo=qchunk: no data: give algo.data=[<rollout dataset>, ...] and/or algo.online.rounds")
+    replan = cfg.eval.replan_steps or max(1, cfg.model.action_horizon // 2)
+    if cfg.algo.actor.enabled and cfg.algo.actor.method == "distill" and chunk_len(cfg) < replan:
+        raise ConfigError(f"algo.chunk_len={chunk_len(cfg)}: the one-step actor predicts only the chunk the critic "
+                          f"scores, and a decision executes eval.replan_steps={replan} actions; set "
+                          f"algo.chunk_len>={replan} or null")
     if cfg.algo.data == [] and cfg.algo.offline_steps > 0:
         raise ConfigError(f"algo.offline_steps={cfg.algo.offline_steps} without algo.data: nothing to train on "
                           "offline; set algo.offline_steps=0 or give rollout datasets")
@@ -65,7 +72,8 @@ def build_learner(cfg: TrainConfig) -> Learner:
     policy = Policy.load(cfg.checkpoint, cfg.model, policy_norm_stats(cfg), cfg.task.action_dim, device, "fp32",
                          cfg.eval.num_denoise_steps)
     model = policy.model
-    expert = set(expert_parameter_names(model)) if algo.actor.enabled else set()
+    pathwise = algo.actor.enabled and algo.actor.method == "pathwise"
+    expert = set(expert_parameter_names(model)) if pathwise else set()
     for name, p in model.named_parameters():
         p.requires_grad_(name in expert)
     actor_params = [p for p in model.parameters() if p.requires_grad]
@@ -85,16 +93,26 @@ def build_learner(cfg: TrainConfig) -> Learner:
     critic = ChunkCritic(spec).to(device)
     target = copy.deepcopy(critic).requires_grad_(False)
     critic_optim = torch.optim.AdamW(critic.parameters(), lr=c.lr, weight_decay=0.0)
-    actor_optim = torch.optim.AdamW(actor_params, lr=algo.actor.lr, weight_decay=0.0) if actor_params else None
+    onestep = None
+    if algo.actor.enabled and not pathwise:
+        onestep = OneStepActor(OneStepSpec(
+            task=spec.task, env_id=spec.env_id, model=spec.model, feature_dim=spec.feature_dim,
+            state_dim=spec.state_dim, horizon=mc.action_horizon, noise_dim=mc.action_dim, chunk_len=h,
+            action_dim=spec.action_dim, hidden_dims=list(algo.actor.hidden_dims),
+            policy_checkpoint=spec.policy_checkpoint)).to(device)
+        actor_params = list(onestep.parameters())
+    lr = algo.actor.lr if pathwise else algo.actor.onestep_lr
+    actor_optim = torch.optim.AdamW(actor_params, lr=lr, weight_decay=0.0) if actor_params else None
     replay = ReplayBuffer(policy.transform.action_norm, h, mc.action_horizon, mc.action_dim, algo.gamma, algo.reward)
     for root in algo.data:
         replay.add(RolloutData(root))
     gen = torch.Generator().manual_seed(cfg.seed)
     steps = algo.num_denoise_steps or cfg.eval.num_denoise_steps or mc.num_denoise_steps
-    # the policy is a constant unless the actor trains: its outputs per frame are then computed once (filled by
-    # QChunkRun.train, from noise seeded by the run seed, so a resumed run rebuilds the same cache)
-    cache = None if algo.actor.enabled else PolicyCache(spec, cfg.seed, algo.cache_samples, steps)
-    return Learner(policy, critic, target, critic_optim, actor_params, actor_optim, replay, gen, steps, cache=cache)
+    # the policy is a constant unless the pathwise actor trains: its outputs per frame are then computed once
+    # (filled by QChunkRun.train, from noise seeded by the run seed, so a resumed run rebuilds the same cache)
+    cache = PolicyCache(spec, cfg.seed, algo.cache_samples, steps) if algo.uses_cache else None
+    return Learner(policy, critic, target, critic_optim, actor_params, actor_optim, replay, gen, steps, cache=cache,
+                   onestep=onestep)
 
 
 def train_qchunk(cfg: TrainConfig, run_dir: str | Path) -> dict[str, float]:
@@ -113,7 +131,8 @@ def train_qchunk(cfg: TrainConfig, run_dir: str | Path) -> dict[str, float]:
         spec = learner.critic.spec
         log.info("qchunk on %s: policy %s (%s), chunks of %d steps, critic %d x %s on %s features, actor %s; "
                  "replay %s; run dir %s", cfg.task.name, cfg.checkpoint, spec.model, spec.chunk_len, spec.num_qs,
-                 spec.hidden_dims, spec.features, "on" if learner.actor_optim else "off", learner.replay.summary(),
+                 spec.hidden_dims, spec.features, cfg.algo.actor.method if learner.actor_optim else "off",
+                 learner.replay.summary(),
                  run_dir)
         try:
             if learner.round == 0 and learner.step < cfg.algo.offline_steps:
