@@ -95,13 +95,16 @@ class PolicyCache:
             out["state"] = batch["state"].float().cpu()
         return out
 
-    def extend(self, policy: Policy, replay: ReplayBuffer, batch_size: int) -> tuple[int, float]:
+    def extend(self, policy: Policy, replay: ReplayBuffer, batch_size: int,
+               progress: bool = False) -> tuple[int, float]:
         """Cache the frames the replay can now read that are not cached yet; (frames computed, seconds)."""
+        from tqdm import tqdm
+
         start = time.perf_counter()
         self._grow(len(replay))
         todo = frames_read(replay)
         todo = todo[~self.cached[todo]]
-        for i in range(0, len(todo), batch_size):
+        for i in tqdm(range(0, len(todo), batch_size), desc="policy cache", unit="batch", disable=not progress):
             frames = todo[i:i + batch_size]
             out = self.compute(policy, frames, replay.observations(frames))
             rows = torch.from_numpy(frames)

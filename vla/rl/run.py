@@ -80,7 +80,8 @@ class QChunkRun:
         learner = self.learner
         if learner.cache is None:
             return {}
-        frames, seconds = learner.cache.extend(learner.policy, learner.replay, self.cfg.algo.cache_batch_size)
+        frames, seconds = learner.cache.extend(learner.policy, learner.replay, self.cfg.algo.cache_batch_size,
+                                               self.cfg.progress)
         log.info("policy cache: %d new frame(s) (%d chunk samples each) in %.1f s", frames,
                  learner.cache.num_samples, seconds)
         return {"perf/cache_build_s": seconds, "perf/cache_frames": float(frames)}
