@@ -129,6 +129,9 @@ class AlgoConfig:
     num_denoise_steps: int | None = None  # Euler steps of every policy sample; null: eval.num_denoise_steps / model's
     cache_samples: int = 16  # actor disabled: policy chunks cached per replay frame (vla/rl/policy_cache.py)
     cache_batch_size: int = 64  # frames per policy pass while the cache is built
+    # chunks start only at every h-th frame of an episode (the decision frames of a policy replanning every h steps:
+    # its own chunks), 1/h of the frames to cache; false: at every frame (h times the chunks, mostly overlapping)
+    decision_frames_only: bool = False
     critic: CriticConfig = field(default_factory=CriticConfig)
     calql: CalQLConfig = field(default_factory=CalQLConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)

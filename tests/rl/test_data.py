@@ -77,3 +77,9 @@ def test_replay_batches_chunks_targets_and_behaviour_cloning_weights(rollouts):
     assert dense.batch(idx)["chunk_return"][1].item() == pytest.approx(sum(0.9 ** k * r[21 + k] for k in range(4)))
     starts = replay.sample(64, torch.Generator().manual_seed(0))
     assert set(starts.tolist()) <= set(replay.starts.tolist()) and not set(range(22, 26)) & set(starts.tolist())
+    # decision frames only: every 4th frame of each episode (episodes start at 0, 14, 26), with a target
+    strided = ReplayBuffer(norm, 4, 6, 10, 0.9, "sparse", start_stride=4)
+    strided.add(data)
+    assert strided.starts.tolist() == [0, 4, 8, 12, 14, 18, 26, 30, 34]
+    for key in ("chunk", "chunk_return", "bootstrap", "mc_return"):  # a start's chunk and target do not change
+        torch.testing.assert_close(strided.batch(np.array([18, 30]))[key], replay.batch(np.array([18, 30]))[key])

@@ -223,13 +223,15 @@ class RolloutData:
 
 class ReplayBuffer:
     """Rollout datasets concatenated, with every frame's chunk backup (`chunk_backup_targets`) and its chunks in the
-    policy's normalized action space. Indices are global over the datasets in the order they were added."""
+    policy's normalized action space. Indices are global over the datasets in the order they were added. Chunks start
+    at every `start_stride`-th frame of an episode (from its first): with the stride h of a policy that replans
+    every h steps, only its decision frames, whose chunks are its own samples and whose s_{t+h} are starts too."""
 
     def __init__(self, action_norm: Normalizer, chunk_len: int, action_horizon: int, model_action_dim: int,
-                 gamma: float, reward: str):
+                 gamma: float, reward: str, start_stride: int = 1):
         self.action_norm, self.h, self.H = action_norm, chunk_len, action_horizon
         self.model_action_dim = model_action_dim
-        self.gamma, self.reward = gamma, reward
+        self.gamma, self.reward, self.start_stride = gamma, reward, start_stride
         self.datasets: list[RolloutData] = []
         self.offsets = np.zeros(1, np.int64)
 
@@ -249,12 +251,14 @@ class ReplayBuffer:
         rewards = cat("rewards") if self.reward == "normalized_dense" else self.successes.astype(np.float32)
         self.end, terminal = episode_bounds(episode, cat("dones"))
         self.targets = chunk_backup_targets(rewards, self.end, terminal, self.h, self.gamma)
-        self.starts = np.flatnonzero(self.targets["valid"])
+        first = np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
+        in_episode = np.arange(len(episode)) - np.repeat(first, np.diff(np.r_[first, len(episode)]))
+        self.starts = np.flatnonzero(self.targets["valid"] & (in_episode % self.start_stride == 0))
         # whether the frame's episode succeeded within its used part (the behaviour-cloning weight of the actor)
         success_frames = np.where(self.successes & (np.arange(len(episode)) < self.end))[0]
         succeeded_episodes = np.unique(episode[success_frames])
         self.episode_succeeded = np.isin(episode, succeeded_episodes)
-        self.episode_start = np.r_[0, np.flatnonzero(np.diff(episode)) + 1]
+        self.episode_start = first
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

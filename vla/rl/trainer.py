@@ -103,7 +103,8 @@ def build_learner(cfg: TrainConfig) -> Learner:
         actor_params = list(onestep.parameters())
     lr = algo.actor.lr if pathwise else algo.actor.onestep_lr
     actor_optim = torch.optim.AdamW(actor_params, lr=lr, weight_decay=0.0) if actor_params else None
-    replay = ReplayBuffer(policy.transform.action_norm, h, mc.action_horizon, mc.action_dim, algo.gamma, algo.reward)
+    replay = ReplayBuffer(policy.transform.action_norm, h, mc.action_horizon, mc.action_dim, algo.gamma, algo.reward,
+                          h if algo.decision_frames_only else 1)
     for root in algo.data:
         replay.add(RolloutData(root))
     gen = torch.Generator().manual_seed(cfg.seed)
