@@ -122,3 +122,12 @@ def test_polyak_update_by_hand():
         online.weight.fill_(3.0)
     polyak_update(target, online, 0.25)
     assert target.weight.item() == pytest.approx(1.5)
+
+
+def test_each_head_is_its_mlp_on_the_observation_and_chunk_side_by_side():
+    critic = ChunkCritic(_spec())
+    obs, chunks = {"features": torch.randn(5, 8), "state": torch.randn(5, 4)}, torch.randn(5, 7, 3, 2)
+    o = critic.observation(obs)
+    x = torch.cat([o[:, None].expand(5, 7, o.shape[-1]), chunks.flatten(2)], dim=-1)
+    expected = torch.stack([head(x).squeeze(-1) for head in critic.heads])
+    torch.testing.assert_close(critic(obs, chunks), expected, atol=1e-5, rtol=1e-5)

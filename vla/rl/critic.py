@@ -102,9 +102,18 @@ class ChunkCritic(nn.Module):
             chunks = chunks[:, None]
         B, N = chunks.shape[:2]
         o = obs if isinstance(obs, torch.Tensor) else self.observation(obs)
-        x = torch.cat([o[:, None].expand(B, N, o.shape[-1]), chunks[:, :, :h, :A].float().flatten(2)], dim=-1)
-        q = torch.stack([head(x).squeeze(-1) for head in self.heads])
+        a = chunks[:, :, :h, :A].float().flatten(2)
+        q = torch.stack([head_q(head, o, a) for head in self.heads])
         return q[..., 0] if single else q
+
+
+def head_q(head: nn.Sequential, obs: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+    """head(cat(obs, chunk)) for obs (B, O) and chunks (B, N, C) -> (B, N), the first layer's observation half applied
+    once per observation rather than once per chunk: the observation is most of the input, and an update scores
+    about 20 chunks per state."""
+    first, O = head[0], obs.shape[-1]
+    x = F.linear(obs, first.weight[:, :O])[:, None] + F.linear(chunks, first.weight[:, O:], first.bias)
+    return head[1:](x).squeeze(-1)
 
 
 def aggregate(q: torch.Tensor, how: str) -> torch.Tensor:
