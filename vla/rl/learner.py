@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vla.algo_config import AlgoConfig
+from vla.algo_config import ActorConfig, AlgoConfig
 from vla.data.transforms import collate, move_to
 from vla.eval.policy import Policy
 from vla.models.pi0 import sample_flow_time
@@ -179,15 +179,7 @@ def actor_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, 
     weight = (~d["bc_pad"]).float() * d["bc_weight"][:, None]
     bc_loss = (per_step * weight).sum() / weight.sum().clamp_min(1.0)
     chunks = pathwise_chunks(model, batch.ctx, _randn(learner, B, H, A), ac.pathwise_steps)
-    with torch.no_grad():
-        obs = learner.critic.observation(batch.obs)
-    q = learner.critic(obs, chunks).mean(dim=0)
-    q_loss = -q.mean()
-    if ac.normalize_q:
-        q_loss = q_loss / q.detach().abs().mean().clamp_min(1e-6)
-    loss = bc_loss + ac.alpha * q_loss
-    return _actor_step(learner, loss, ac.clip_grad_norm) | {
-        "actor/bc_loss": bc_loss.detach(), "actor/q": q.detach().mean(), "actor/alpha": torch.tensor(ac.alpha)}
+    return _actor_step(learner, batch, ac, bc_loss, chunks) | {"actor/bc_loss": bc_loss.detach()}
 
 
 def distill_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str, torch.Tensor]:
@@ -198,27 +190,26 @@ def distill_update(learner: Learner, batch: Batch, algo: AlgoConfig) -> dict[str
                                                        (cfg.action_horizon, cfg.action_dim))
     chunks = actor(batch.obs, noise)
     distill_loss = (chunks - flow_chunks).pow(2).mean()
+    return _actor_step(learner, batch, ac, distill_loss, chunks) | {"actor/distill_loss": distill_loss.detach()}
+
+
+def _actor_step(learner: Learner, batch: Batch, ac: ActorConfig, imitation_loss: torch.Tensor,
+                chunks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One optimizer step of the actor's parameters on imitation_loss + alpha * (-Q) of `chunks` (divided by mean |Q|
+    with normalize_q, FQL's normalize_q_loss); the critic's gradient is not taken."""
     with torch.no_grad():
         obs = learner.critic.observation(batch.obs)
     q = learner.critic(obs, chunks).mean(dim=0)
     q_loss = -q.mean()
     if ac.normalize_q:
         q_loss = q_loss / q.detach().abs().mean().clamp_min(1e-6)
-    loss = distill_loss + ac.alpha * q_loss
-    return _actor_step(learner, loss, ac.clip_grad_norm) | {"actor/distill_loss": distill_loss.detach(),
-                                                             "actor/q": q.detach().mean(),
-                                                             "actor/alpha": torch.tensor(ac.alpha)}
-
-
-def _actor_step(learner: Learner, loss: torch.Tensor, clip_grad_norm: float) -> dict[str, torch.Tensor]:
-    """One optimizer step of the actor's parameters on `loss` (the critic's gradient is not taken)."""
-    grads = torch.autograd.grad(loss, learner.actor_params)
+    grads = torch.autograd.grad(imitation_loss + ac.alpha * q_loss, learner.actor_params)
     for p, g in zip(learner.actor_params, grads, strict=True):
         p.grad = g
-    grad_norm = torch.nn.utils.clip_grad_norm_(learner.actor_params, clip_grad_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(learner.actor_params, ac.clip_grad_norm)
     learner.actor_optim.step()
     learner.actor_optim.zero_grad(set_to_none=True)
-    return {"actor/grad_norm": grad_norm.detach()}
+    return {"actor/q": q.detach().mean(), "actor/grad_norm": grad_norm.detach(), "actor/alpha": torch.tensor(ac.alpha)}
 
 
 def update(learner: Learner, algo: AlgoConfig) -> dict[str, torch.Tensor]:
