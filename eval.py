@@ -29,14 +29,10 @@ def main(cfg: DictConfig) -> float:
     try:
         cfg = app_config(cfg, EvalConfig, "eval.py", HydraConfig.get().overrides.task)
         wrap = None
-        if cfg.actor is not None:  # a one-step actor in place of denoising, best-of-N with a critic (vla/rl)
-            from vla.rl.onestep import onestep_wrapper
+        if cfg.actor is not None or cfg.critic is not None:  # a one-step actor or best-of-N under a critic (vla/rl)
+            from vla.rl.onestep import acting_wrapper
 
-            wrap = onestep_wrapper(cfg.actor, cfg.task.name, cfg.eval.replan_steps, cfg.critic, cfg.best_of_n)
-        elif cfg.critic is not None:  # best-of-N under a chunk critic (vla/rl)
-            from vla.rl.best_of_n import best_of_n_wrapper
-
-            wrap = best_of_n_wrapper(cfg.critic, cfg.best_of_n, cfg.task.name)
+            wrap = acting_wrapper(cfg)
         summary = evaluate(cfg, HydraConfig.get().runtime.output_dir, wrap)
     except (ConfigError, FileNotFoundError, CheckpointError, EnvError, ValueError) as e:
         print(f"eval.py: error: {e}", file=sys.stderr)

@@ -149,6 +149,10 @@ class EvalProtocol:
                 raise ConfigError(f"eval.{key}={value}: must be at least 1" + ("" if key == "num_episodes" else
                                                                                ", or null for the default"))
 
+    def executed_steps(self, action_horizon: int) -> int:
+        """The actions one decision executes: replan_steps, or half the action horizon."""
+        return self.replan_steps or max(1, action_horizon // 2)
+
 
 @dataclass
 class LatencyConfig:

@@ -12,9 +12,10 @@ import torch
 
 from tests.rl.conftest import random_observations
 from tests.rl.test_trainer import REPO, qchunk_config
-from vla.configs import ConfigError, EvalConfig, app_config, compose
+from vla.configs import ConfigError, EvalConfig, EvalProtocol, app_config, compose
 from vla.data.transforms import collate
 from vla.rl.best_of_n import candidate_noise
+from vla.rl.collect import load_acting_policy
 from vla.rl.critic import CriticError, aggregate
 from vla.rl.learner import distill_update, policy_chunks, sample_batch, update
 from vla.eval.policy import Policy
@@ -154,8 +155,11 @@ def test_eval_refuses_more_actions_per_decision_than_the_actor_predicts(tmp_path
     policy = Policy.load(tiny_policy, None, None, action_dim=7)
     with pytest.raises(ValueError, match=rf"eval.replan_steps=8: the one-step actor of {tmp_path / 'run'} predicts "
                                          r"5 actions per decision; evaluate with eval.replan_steps<=5"):
-        onestep_wrapper(str(tmp_path / "run"), "pushcube", 8)(policy)
-    assert onestep_wrapper(str(tmp_path / "run"), "pushcube", None)(policy).actor.spec.chunk_len == 5
+        onestep_wrapper(str(tmp_path / "run"), "pushcube", EvalProtocol(replan_steps=8))(policy)
+    assert onestep_wrapper(str(tmp_path / "run"), "pushcube", EvalProtocol())(policy).actor.spec.chunk_len == 5
+    # vla.rl.collect acts as eval.py does: actor= records the one-step actor's episodes
+    ev = [f"checkpoint={tiny_policy}", f"actor={tmp_path / 'run'}"]
+    assert isinstance(load_acting_policy(app_config(compose("eval", ev), EvalConfig, "eval.py", ev)), OneStepPolicy)
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, wrap_policy: Callable[[Policy
 
         return evaluate_libero(cfg, policy, out_dir)
     H = policy.cfg.action_horizon
-    replan = protocol.replan_steps or max(1, H // 2)
+    replan = protocol.executed_steps(H)
     if replan > H:
         raise ValueError(f"eval.replan_steps={replan}: the policy predicts {H} actions at a time")
     max_steps = protocol.max_episode_steps or task.max_episode_steps

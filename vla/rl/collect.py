@@ -6,9 +6,9 @@ of `train.py algo=qchunk`:
 
 Every other argument is an eval.py override and means what it means there: the policy is loaded and run as eval.py
 runs it (the checkpoint's recorded task, model and protocol: replan steps, episode length, denoising steps), with
-best-of-N under a critic when `critic=` is given. The seeds are given explicitly (--seed, --episodes) so that no
-rollout shares an initial state with the held-out evaluation seeds (eval.seed, 100000 onwards by default) unless
-asked to. Episodes end at their first success unless --no-stop-on-success (ManiSkill's evaluation protocol: every
+best-of-N under a critic when `critic=` is given, or a one-step actor with `actor=`. The seeds are given
+explicitly (--seed, --episodes) so that no rollout shares an initial state with the held-out evaluation seeds
+(eval.seed, 100000 onwards by default) unless asked to. Episodes end at their first success unless --no-stop-on-success (ManiSkill's evaluation protocol: every
 episode runs its full length). eval.py's own default path records nothing.
 """
 
@@ -24,21 +24,20 @@ from vla.configs import ConfigError, EvalConfig, app_config, compose
 from vla.eval.envs import EnvError
 from vla.eval.policy import Policy
 from vla.models.weights import CheckpointError
-from vla.rl.best_of_n import best_of_n_wrapper
 from vla.rl.critic import CriticError
 from vla.rl.data import RolloutWriter
+from vla.rl.onestep import acting_wrapper
 from vla.rl.rollout import collect_episodes
 
 log = logging.getLogger(__name__)
 
 
 def load_acting_policy(cfg: EvalConfig) -> Policy:
-    """The policy as eval.py loads it, wrapped for best-of-N when cfg.critic is set."""
+    """The policy as eval.py loads it, acting as eval.py acts with it (one-step actor, best-of-N: `acting_wrapper`)."""
     policy = Policy.load(cfg.checkpoint, cfg.model, cfg.norm_stats or cfg.task.norm_stats, cfg.task.action_dim,
                          cfg.device, cfg.precision, cfg.eval.num_denoise_steps, cfg.compile)
-    if cfg.critic is not None:
-        policy = best_of_n_wrapper(cfg.critic, cfg.best_of_n, cfg.task.name)(policy)
-    return policy
+    wrap = acting_wrapper(cfg)
+    return policy if wrap is None else wrap(policy)
 
 
 def collect(cfg: EvalConfig, out: str | Path, seeds: list[int], stop_on_success: bool = True,
@@ -48,14 +47,15 @@ def collect(cfg: EvalConfig, out: str | Path, seeds: list[int], stop_on_success:
         raise FileExistsError(f"{Path(out).absolute()} exists (pass --overwrite to replace it)")
     policy = load_acting_policy(cfg)
     H = policy.cfg.action_horizon
-    replan = cfg.eval.replan_steps or max(1, H // 2)
+    replan = cfg.eval.executed_steps(H)
     max_steps = cfg.eval.max_episode_steps or cfg.task.max_episode_steps
     with RolloutWriter(out, cfg.task, H, overwrite) as writer:
         stats = collect_episodes(policy, cfg.task, seeds, cfg.num_envs, replan, max_steps, stop_on_success,
                                  writer.add, cfg.progress)
     summary = {
         "task": cfg.task.name, "checkpoint": str(policy.checkpoint) if policy.checkpoint else None,
-        "critic": cfg.critic, "best_of_n": cfg.best_of_n if cfg.critic else 1, "episodes": len(stats),
+        "critic": cfg.critic, "actor": cfg.actor, "best_of_n": cfg.best_of_n if cfg.critic else 1,
+        "episodes": len(stats),
         "success_rate": sum(s.success for s in stats) / len(stats),
         "mean_steps": sum(s.steps for s in stats) / len(stats),
         "replan_steps": replan, "max_episode_steps": max_steps, "stop_on_success": stop_on_success,

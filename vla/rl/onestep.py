@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla.configs import EvalConfig, EvalProtocol
 from vla.data.transforms import collate, move_to
 from vla.eval.policy import Policy
-from vla.rl.best_of_n import best_under_critic, candidate_noise
+from vla.rl.best_of_n import best_of_n_wrapper, best_under_critic, candidate_noise
 from vla.rl.critic import ChunkCritic, check_fit, critic_inputs, find_saved, load_critic, mlp
 from vla.rl.sampling import encode_prefix, pooled_prefix_features
 
@@ -142,14 +143,14 @@ class OneStepPolicy(Policy):
         return self.transform.unnormalize_actions(chunks.float().cpu(), self.action_dim).numpy()
 
 
-def onestep_wrapper(actor_path: str, task: str, replan_steps: int | None, critic_path: str | None = None,
+def onestep_wrapper(actor_path: str, task: str, protocol: EvalProtocol, critic_path: str | None = None,
                     n: int = 1) -> Callable[[Policy], Policy]:
     """What eval.py's `actor=` option wraps its loaded policy with (checked against task, model and the actions a
-    decision executes: `replan_steps`, null for half the horizon)."""
+    decision of `protocol` executes)."""
 
     def wrap(policy: Policy) -> Policy:
         actor = load_actor(actor_path, task, policy.cfg.name, policy.device)
-        replan = replan_steps or max(1, policy.cfg.action_horizon // 2)
+        replan = protocol.executed_steps(policy.cfg.action_horizon)
         if replan > actor.spec.chunk_len:
             raise ValueError(f"eval.replan_steps={replan}: the one-step actor of {actor_path} predicts "
                              f"{actor.spec.chunk_len} actions per decision; evaluate with "
@@ -158,3 +159,13 @@ def onestep_wrapper(actor_path: str, task: str, replan_steps: int | None, critic
         return OneStepPolicy(policy, actor, critic, n)
 
     return wrap
+
+
+def acting_wrapper(cfg: EvalConfig) -> Callable[[Policy], Policy] | None:
+    """How eval.py and vla.rl.collect act with their loaded policy: the one-step actor (`actor=`, best-of-N of its
+    samples with `critic=`), best-of-N of the policy's own samples under a critic (`critic=` alone), or as it is."""
+    if cfg.actor is not None:
+        return onestep_wrapper(cfg.actor, cfg.task.name, cfg.eval, cfg.critic, cfg.best_of_n)
+    if cfg.critic is not None:
+        return best_of_n_wrapper(cfg.critic, cfg.best_of_n, cfg.task.name)
+    return None

@@ -43,7 +43,7 @@ def acting_policy(run: QChunkRun) -> Policy:
 def protocol(run: QChunkRun) -> tuple[int, int]:
     """(replan steps, episode length) of the recipe's evaluation protocol."""
     cfg = run.cfg
-    return (cfg.eval.replan_steps or max(1, run.learner.policy.cfg.action_horizon // 2),
+    return (cfg.eval.executed_steps(run.learner.policy.cfg.action_horizon),
             cfg.eval.max_episode_steps or cfg.task.max_episode_steps)
 
 

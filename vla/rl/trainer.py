@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def chunk_len(cfg: TrainConfig) -> int:
     """h: algo.chunk_len, else the actions one decision executes (eval.replan_steps, or half the horizon)."""
-    return cfg.algo.chunk_len or cfg.eval.replan_steps or max(1, cfg.model.action_horizon // 2)
+    return cfg.algo.chunk_len or cfg.eval.executed_steps(cfg.model.action_horizon)
 
 
 def check_run(cfg: TrainConfig, run_dir: Path) -> None:
@@ -54,7 +54,7 @@ def check_run(cfg: TrainConfig, run_dir: Path) -> None:
                                     "vla.rl.collect --out <dir> ...`")
     if not cfg.algo.data and cfg.algo.online.rounds == 0:
         raise ConfigError("algo=qchunk: no data: give algo.data=[<rollout dataset>, ...] and/or algo.online.rounds")
-    replan = cfg.eval.replan_steps or max(1, cfg.model.action_horizon // 2)
+    replan = cfg.eval.executed_steps(cfg.model.action_horizon)
     if cfg.algo.actor.enabled and cfg.algo.actor.method == "distill" and chunk_len(cfg) < replan:
         raise ConfigError(f"algo.chunk_len={chunk_len(cfg)}: the one-step actor predicts only the chunk the critic "
                           f"scores, and a decision executes eval.replan_steps={replan} actions; set "
