@@ -17,6 +17,7 @@ import torch
 from bench.policy_device import observations
 from vla.eval.policy import Policy
 from vla.rl.onestep import OneStepActor, OneStepPolicy, OneStepSpec
+from vla.rl.sampling import prefix_feature_dim
 
 
 def time_act(policy: Policy, obs: list[dict], noise: torch.Tensor, repeats: int, device: str) -> list[float]:
@@ -48,7 +49,7 @@ def main() -> None:
     policy = Policy.load(args.checkpoint, None, None, action_dim=7, device=args.device, precision=args.precision)
     cfg = policy.cfg
     spec = OneStepSpec(task="bench", env_id="bench", model=cfg.name,
-                       feature_dim=cfg.vlm.depth * cfg.vlm.num_kv_heads * cfg.vlm.head_dim, state_dim=cfg.action_dim,
+                       feature_dim=prefix_feature_dim(cfg), state_dim=cfg.action_dim,
                        horizon=cfg.action_horizon, noise_dim=cfg.action_dim, chunk_len=args.chunk_len, action_dim=7)
     onestep = OneStepPolicy(policy, OneStepActor(spec).to(args.device).eval())
     obs = observations(args.batch, args.prompt, args.state_dim)

@@ -30,7 +30,7 @@ from vla.data.transforms import collate, move_to
 from vla.eval.policy import Policy
 from vla.rl.best_of_n import best_of_n_wrapper, best_under_critic, candidate_noise
 from vla.rl.critic import ChunkCritic, check_fit, critic_inputs, find_saved, load_critic, mlp
-from vla.rl.sampling import encode_prefix, pooled_prefix_features
+from vla.rl.sampling import encode_prefix, pooled_prefix_features, prefix_feature_dim
 
 ACTOR_WEIGHTS, ACTOR_META = "actor.safetensors", "actor.json"
 
@@ -110,9 +110,8 @@ class OneStepPolicy(Policy):
         super().__init__(policy.model, policy.transform, policy.action_dim, policy.device, policy.num_denoise_steps,
                          policy.checkpoint)
         s, cfg = actor.spec, policy.cfg
-        if (s.feature_dim, s.horizon, s.noise_dim, s.action_dim) != (
-                cfg.vlm.depth * cfg.vlm.num_kv_heads * cfg.vlm.head_dim, cfg.action_horizon, cfg.action_dim,
-                policy.action_dim):
+        fits = (prefix_feature_dim(cfg), cfg.action_horizon, cfg.action_dim, policy.action_dim)
+        if (s.feature_dim, s.horizon, s.noise_dim, s.action_dim) != fits:
             raise ValueError(f"a one-step actor of {s.model} ({s.horizon} x {s.noise_dim} noise, {s.action_dim} "
                              f"actions) cannot act for this {cfg.name} policy with {policy.action_dim} actions")
         if n > 1 and critic is None:

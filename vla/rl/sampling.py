@@ -55,6 +55,11 @@ def encode_prefix(policy: Pi0Policy, batch: dict) -> PrefixContext:
     return PrefixContext(kv_cache, prefix_mask, batch.get("state"))
 
 
+def prefix_feature_dim(cfg) -> int:
+    """The width of `pooled_prefix_features` for a model config: depth * num_kv_heads * head_dim of its VLM."""
+    return cfg.vlm.depth * cfg.vlm.num_kv_heads * cfg.vlm.head_dim
+
+
 def pooled_prefix_features(ctx: PrefixContext) -> torch.Tensor:
     """(B, depth * num_kv_heads * head_dim): each layer's prefix values averaged over the valid prefix tokens. The
     values carry no rotary position (only keys do), so their mean is a summary of what the layer read from the images

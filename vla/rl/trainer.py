@@ -28,7 +28,7 @@ from vla.rl.onestep import OneStepActor, OneStepSpec
 from vla.rl.online import run_rounds
 from vla.rl.policy_cache import PolicyCache
 from vla.rl.run import QChunkRun, policy_norm_stats
-from vla.rl.sampling import expert_parameter_names
+from vla.rl.sampling import expert_parameter_names, prefix_feature_dim
 from vla.train.checkpoint import checkpoint_steps
 from vla.train.loop import StopRequest, TrainingStopped
 
@@ -80,12 +80,11 @@ def build_learner(cfg: TrainConfig) -> Learner:
     mc, h = model.cfg, chunk_len(cfg)
     if h > mc.action_horizon:
         raise ConfigError(f"algo.chunk_len={h}: the policy predicts {mc.action_horizon} actions at a time")
-    prefix_width = mc.vlm.depth * mc.vlm.num_kv_heads * mc.vlm.head_dim
     c = algo.critic
     spec = CriticSpec(
         task=cfg.task.name, env_id=cfg.task.env_id, model=mc.name, features=c.features,
         # the encoder's output is as wide as the first hidden layer it feeds
-        feature_dim=prefix_width if c.features == "policy" else c.hidden_dims[0], state_dim=mc.action_dim,
+        feature_dim=prefix_feature_dim(mc) if c.features == "policy" else c.hidden_dims[0], state_dim=mc.action_dim,
         chunk_len=h, action_dim=cfg.task.action_dim, hidden_dims=list(c.hidden_dims), num_qs=c.num_qs,
         encoder_channels=list(c.encoder_channels), encoder_image_size=c.encoder_image_size, gamma=algo.gamma,
         reward=algo.reward, policy_checkpoint=str(policy.checkpoint) if policy.checkpoint else None,
