@@ -12,6 +12,9 @@ from vla.data.transforms import Normalizer
 from vla.rl.data import ReplayBuffer, RolloutData, RolloutWriter
 
 
+# numpy 2.4 refuses float() of a 1-element array, which numpy 1.25-2.3 only warn about: the warning as an error
+# stands for the newer numpy here
+@pytest.mark.filterwarnings("error:Conversion of an array with ndim > 0 to a scalar:DeprecationWarning")
 def test_rollouts_round_trip(tmp_path, pushcube):
     episodes = write_rollouts(tmp_path / "r", pushcube, [(5, 4), (7, None)], seed=11)
     data = RolloutData(tmp_path / "r")

@@ -41,6 +41,7 @@ REWARD_FEATURES = {
     "done": {"dtype": "bool", "shape": (1,), "names": None},
     "episode_seed": {"dtype": "int64", "shape": (1,), "names": None},
 }
+SCALAR_COLUMNS = (*DATASET_MASK_KEYS.values(), *REWARD_FEATURES)  # the (1,)-shaped features
 ROLLOUT_REPO_ID = "vla/rollouts"  # a label only: datasets are always read from their directory
 
 
@@ -100,6 +101,12 @@ class RolloutWriter:
                 "episode_seed": np.array([episode.seed], np.int64),
                 "task": obs["prompt"],
             })
+        # add_frame takes a (1,)-shaped feature as an array of shape (1,), and lerobot 0.4.4 stacks them into (T, 1)
+        # for `datasets`, whose scalar encoding calls float()/int() on each row: an error from numpy 2.4 on
+        # (huggingface/lerobot#3343). Columns of shape (T,), as lerobot keeps its own frame_index and timestamp,
+        # encode on every numpy and give the same episode stats.
+        for key in SCALAR_COLUMNS:
+            self.dataset.episode_buffer[key] = [value.reshape(()) for value in self.dataset.episode_buffer[key]]
         self.dataset.save_episode()
         self.states.append(np.stack([np.asarray(o["state"], np.float32) for o in episode.observations]))
         self.actions.append(np.asarray(episode.actions, np.float32))
