@@ -15,12 +15,14 @@ from omegaconf import OmegaConf
 
 from vla.configs import (
     CONFIG_MODULE, ConfigError, ConvertConfig, EvalConfig, TrainConfig, check_overrides, compose, group_options,
-    load_group, load_recipe, to_object, with_recorded_recipe,
+    load_group, load_recipe, to_object, train_config, with_recorded_recipe,
 )
 from vla.data.config import TaskConfig
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = [e for e in group_options("experiment") if e != "maniskill_from_scratch"]
+# the SFT recipes (a Q recipe, algo=qchunk, improves one of their policies: train.py only)
+EXPERIMENTS = [e for e in group_options("experiment") if e != "maniskill_from_scratch"
+               and compose("train", [f"+experiment={e}"]).algo.name == "sft"]
 TASKS = ["pushcube", "pullcube", "pickcube", "stackcube", "placesphere", "peginsertionside"]
 
 
@@ -157,6 +159,23 @@ def test_bad_input_is_one_error_line_in_every_app(script, args, message, tmp_pat
              and not line.startswith(" ")]
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), proc.stderr[-2000:]
     assert not (tmp_path / "runs" / "pickcube").exists() and not list(tmp_path.glob("runs/*/checkpoints"))
+
+
+def test_a_q_recipe_takes_the_policy_it_improves_and_refuses_another_task(recorded, tmp_path):
+    """+experiment=pushcube_pi05_fql (algo=qchunk) names its run and sets its algorithm; the task, model and evaluation
+    protocol are the policy checkpoint's recorded ones, and a policy of another task is refused in one line."""
+    ov = ["+experiment=pushcube_pi05_fql", f"checkpoint={recorded.parent}", "algo.actor.alpha=0.1"]
+    cfg = train_config(compose("train", ov), ov)
+    assert (cfg.experiment, cfg.run_name, cfg.algo.name) == ("pushcube_pi05_fql", "pushcube_pi05_fql", "qchunk")
+    assert (cfg.algo.actor.method, cfg.algo.actor.alpha) == ("distill", 0.1)
+    assert cfg.algo.data == ["data/rollouts/pushcube_pi05"] and cfg.checkpoint == str(recorded.parent)
+    assert (cfg.task.name, cfg.model.name, cfg.eval.replan_steps) == ("pushcube", "pi05_small", 8)
+    pick = tmp_path / "pick"
+    pick.mkdir()
+    (pick / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(load_recipe("pickcube_pi05"))))
+    ov = ["+experiment=pushcube_pi05_fql", f"checkpoint={pick}"]
+    with pytest.raises(ConfigError, match="recipe for task pushcube, and checkpoint .* trained on task pickcube_wr"):
+        train_config(compose("train", ov), ov)
 
 
 @pytest.mark.slow

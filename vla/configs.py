@@ -453,9 +453,20 @@ def train_config(cfg: DictConfig, overrides: Sequence[str]) -> TrainConfig:
     (the rest of the recorded recipe, the policy's own optimizer and budget, is not what qchunk trains with)."""
     checkpoint = cfg.get("checkpoint")
     if cfg.algo.name != "sft" and checkpoint is not None and (resolve_checkpoint(checkpoint) / "config.yaml").is_file():
-        cfg = with_recorded_recipe(cfg, resolve_checkpoint(checkpoint) / "config.yaml", overrides,
-                                   sections=("task", "model", "eval"))
+        recorded = resolve_checkpoint(checkpoint) / "config.yaml"
+        if cfg.get("experiment"):  # a Q recipe names itself, not the policy's recipe: it must be for the same task
+            check_recipe_task(cfg, recorded)
+        overrides = [o for o in overrides if o.lstrip("+").split("=")[0] != "experiment"]
+        cfg = with_recorded_recipe(cfg, recorded, overrides, sections=("task", "model", "eval"))
     return to_object(cfg)
+
+
+def check_recipe_task(cfg: DictConfig, checkpoint_config: Path) -> None:
+    recorded_task = OmegaConf.load(checkpoint_config).get("task", {}).get("name")
+    if recorded_task is not None and recorded_task != cfg.task.name:
+        raise ConfigError(f"experiment={cfg.experiment} is a recipe for task {cfg.task.name}, and checkpoint "
+                          f"{cfg.checkpoint} was trained on task {recorded_task} ({checkpoint_config}); give a "
+                          f"{recorded_task} policy, or no experiment")
 
 
 def with_recorded_recipe(cfg: DictConfig, checkpoint_config: Path, overrides: Sequence[str],
