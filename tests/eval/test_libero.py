@@ -219,11 +219,12 @@ def test_action_output_is_the_first_7_dims_unnormalized_with_the_checkpoints_sta
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_every_suite_builds_from_the_installed_package():
-    """Task 0 of each suite and every task of libero_10 (its scenes: kitchen, living room, study): the env builds,
-    resets to its initial state 0 and renders; each task has the 50 initial states openpi's 50 trials use."""
+    """Task 0 of each suite, and a task of each other scene family of libero_10 (task 0: living room; 2: kitchen, with
+    the stove's articulation; 5: study): the env builds, resets to its initial state 0 and renders; each task has the
+    50 initial states openpi's 50 trials use."""
     from vla.eval.libero_env import make_env, observation_from_libero, suite_tasks
 
-    builds = [(suite, 0) for suite in OPENPI_MAX_STEPS] + [("libero_10", i) for i in range(1, 10)]
+    builds = [(suite, 0) for suite in OPENPI_MAX_STEPS] + [("libero_10", 2), ("libero_10", 5)]
     languages = {suite: suite_tasks(small(suite)) for suite in OPENPI_MAX_STEPS}
     assert {s: len(v) for s, v in languages.items()} == {s: 90 if s == "libero_90" else 10 for s in OPENPI_MAX_STEPS}
     for suite, task_id in builds:
