@@ -52,6 +52,26 @@ def test_goal_distance_naming_no_actor_of_the_env_fails_in_one_line(tasks):
 
 
 @pytest.mark.slow
+def test_benchmark_tasks_name_goal_actors_of_their_env():
+    """The goal distance eval records each step (the benchmark's "what failed": how close the object came) reads
+    two actors each env has, and they start apart (state observations: the actors are those of the RGB env)."""
+    import gymnasium as gym
+
+    import mani_skill.envs  # noqa: F401
+    from vla.configs import load_group
+    from vla.eval.envs import goal_distance
+
+    for name in ("pushcube", "pullcube", "stackcube", "placesphere", "pickcube_wristcam_rel"):
+        task = load_group("task", name)
+        env = gym.make(task.env_id, obs_mode="state", num_envs=1)
+        try:
+            env.reset(seed=100000)
+            assert 0.01 < goal_distance(env, task) < 1.0, name
+        finally:
+            env.close()
+
+
+@pytest.mark.slow
 def test_policy_batches_like_single_calls_and_unnormalizes(trained_run, datasets, tasks):
     policy = Policy.load(trained_run, None, None, action_dim=7)
     assert policy.cfg.name == "pi05_tiny"  # from the checkpoint's config.yaml
