@@ -2,11 +2,12 @@
 # Q-learning for one trained policy on the remote GPU host: record its episodes with ManiSkill's rewards
 # (python -m vla.rl.collect: ENVS env workers on the cores, the policy on the GPU), then train the chunk critic on them
 # offline (train.py algo=qchunk); extra args go to train.py. Then evaluate best-of-N under the critic with eval.sh:
-#   POLICY=policies/pushcube_pi05 RUN=pushcube_q DETACH=1 bash tools/remote_gpu/qchunk.sh
+# (README, "Q-learning": the policy, ManiSkill and the wheels reach the host in three calls)
+#   POLICY=/tmp/pol/pushcube_pi05 RUN=pushcube_q DETACH=1 bash tools/remote_gpu/qchunk.sh
 #   for n in 4 16; do ARGS="critic=runs/pushcube_q best_of_n=$n" TAG=bon$n SEEDS="100000 300000" ENVS=4 DETACH=1 \
-#     bash tools/remote_gpu/eval.sh policies/pushcube_pi05:0; done
+#     bash tools/remote_gpu/eval.sh /tmp/pol/pushcube_pi05:0; done
 # The one-step actor (FQL) on the same rollouts (reused), then acting with it alone and best-of-N of its samples:
-#   POLICY=policies/pushcube_pi05 ROLLOUTS_OF=pushcube_q RUN=pushcube_fql DETACH=1 bash tools/remote_gpu/qchunk.sh \
+#   POLICY=/tmp/pol/pushcube_pi05 ROLLOUTS_OF=pushcube_q RUN=pushcube_fql DETACH=1 bash tools/remote_gpu/qchunk.sh \
 #     algo.actor.enabled=true algo.actor.method=distill algo.actor.start_step=0 algo.actor.alpha=0.03
 #   ARGS="actor=runs/pushcube_fql" TAG=fql ... eval.sh ...; ARGS="actor=runs/pushcube_fql critic=runs/pushcube_fql \
 #     best_of_n=4" TAG=fqlbon4 ... eval.sh ...
