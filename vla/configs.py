@@ -453,20 +453,9 @@ def train_config(cfg: DictConfig, overrides: Sequence[str]) -> TrainConfig:
     (the rest of the recorded recipe, the policy's own optimizer and budget, is not what qchunk trains with)."""
     checkpoint = cfg.get("checkpoint")
     if cfg.algo.name != "sft" and checkpoint is not None and (resolve_checkpoint(checkpoint) / "config.yaml").is_file():
-        recorded = resolve_checkpoint(checkpoint) / "config.yaml"
-        if cfg.get("experiment"):  # a Q recipe names itself, not the policy's recipe: it must be for the same task
-            check_recipe_task(cfg, recorded)
-        overrides = [o for o in overrides if o.lstrip("+").split("=")[0] != "experiment"]
-        cfg = with_recorded_recipe(cfg, recorded, overrides, sections=("task", "model", "eval"))
+        cfg = with_recorded_recipe(cfg, resolve_checkpoint(checkpoint) / "config.yaml", overrides,
+                                   sections=("task", "model", "eval"))
     return to_object(cfg)
-
-
-def check_recipe_task(cfg: DictConfig, checkpoint_config: Path) -> None:
-    recorded_task = OmegaConf.load(checkpoint_config).get("task", {}).get("name")
-    if recorded_task is not None and recorded_task != cfg.task.name:
-        raise ConfigError(f"experiment={cfg.experiment} is a recipe for task {cfg.task.name}, and checkpoint "
-                          f"{cfg.checkpoint} was trained on task {recorded_task} ({checkpoint_config}); give a "
-                          f"{recorded_task} policy, or no experiment")
 
 
 def with_recorded_recipe(cfg: DictConfig, checkpoint_config: Path, overrides: Sequence[str],
@@ -476,13 +465,22 @@ def with_recorded_recipe(cfg: DictConfig, checkpoint_config: Path, overrides: Se
     model and evaluation protocol unless the command line says otherwise.
 
     A group choice on the command line must agree with the recording (`model=pi05` cannot evaluate a pi05_small
-    checkpoint); `task=<other>` is refused unless `allow_other_task`, and then the composed task is used."""
+    checkpoint); `task=<other>` is refused unless `allow_other_task`, and then the composed task is used. With
+    `sections` (a recipe of its own built on the run, train.py algo=qchunk's) an experiment names itself, not the
+    run's recipe, and must be a recipe for the run's task."""
     recorded = OmegaConf.load(checkpoint_config)
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     keep_composed = set()
     for o in parsed:
         key = o.key_or_group.lstrip("+")
         if key not in ("task", "model", "experiment") or not isinstance(o.value(), str):
+            continue
+        if key == "experiment" and sections is not None:
+            rec = recorded.get("task", {}).get("name")
+            if rec is not None and rec != cfg.task.name:
+                raise ConfigError(f"experiment={o.value()} is a recipe for task {cfg.task.name}, and checkpoint "
+                                  f"{cfg.checkpoint} was trained on task {rec} ({checkpoint_config}); give a {rec} "
+                                  "policy, or no experiment")
             continue
         rec = recorded.get(key) if key == "experiment" else recorded.get(key, {}).get("name")
         if rec is None or o.value() == rec:

@@ -8,8 +8,9 @@ Every other argument is an eval.py override and means what it means there: the p
 runs it (the checkpoint's recorded task, model and protocol: replan steps, episode length, denoising steps), with
 best-of-N under a critic when `critic=` is given, or a one-step actor with `actor=`. The seeds are given
 explicitly (--seed, --episodes) so that no rollout shares an initial state with the held-out evaluation seeds
-(eval.seed, 100000 onwards by default) unless asked to. Episodes end at their first success unless --no-stop-on-success (ManiSkill's evaluation protocol: every
-episode runs its full length). eval.py's own default path records nothing.
+(eval.seed, 100000 onwards by default) unless asked to. Episodes end at their first success unless
+--no-stop-on-success (ManiSkill's evaluation protocol: every episode runs its full length). eval.py's own default path
+records nothing.
 """
 
 from __future__ import annotations
